@@ -1,0 +1,30 @@
+//! The dice fleet wire API and the pieces both binaries must agree on.
+//!
+//! - [`api`]: the `DiceService` contract of the system this replaces (`package api`).
+//! - [`info`]: the agent's info API (`dice.agent.v1.AgentInfoService`).
+//! - [`FILE_DESCRIPTOR_SET`]: both protos, for gRPC server reflection.
+//! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
+//! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
+//! - [`crypto`]: the one rustls crypto provider both binaries use.
+
+pub mod cert;
+pub mod crypto;
+pub mod pem;
+
+/// The `DiceService` API, generated from `proto/api.proto`.
+#[allow(missing_docs, clippy::unwrap_used)]
+pub mod api {
+    tonic::include_proto!("api");
+}
+
+/// The agent info API, generated from `proto/info.proto`.
+#[allow(missing_docs, clippy::unwrap_used)]
+pub mod info {
+    tonic::include_proto!("dice.agent.v1");
+}
+
+/// The encoded descriptor set of every proto in this crate, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dice_descriptor.bin"));
+
+/// The fully qualified name of the dice service, as health checks and reflection name it.
+pub const DICE_SERVICE_NAME: &str = "api.DiceService";
