@@ -1,1 +1,161 @@
-//! x
+//! The dice fleet agent: serves `api.DiceService`, gRPC health, reflection and
+//! the agent info API on mTLS and h2c listeners.
+//!
+//! Layout:
+//! - [`cli`]: command-line flags; [`config`]: the TOML config, parsed then validated.
+//! - [`tls`]: certificate material, checked and turned into a swappable rustls config.
+//! - [`listener`]: one accept loop per listener, TLS handshakes in their own tasks.
+//! - [`conn`]: an accepted connection and what is known about its peer.
+//! - [`server`]: the tonic server over all listeners, with graceful shutdown.
+//! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC.
+//! - [`check`]: `--check`; [`ready`]: the ready file; [`shutdown`]: stop signals;
+//!   [`logging`]: the tracing subscriber.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod info;
+pub mod listener;
+pub mod logging;
+pub mod ready;
+pub mod rpc_log;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dice_proto::cert::rfc3339;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use config::{Config, Mode, TlsFiles};
+use listener::BoundListener;
+use tls::{TlsError, TlsMaterial, TlsProfile};
+
+/// Why the agent could not run, sorted by exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config or its certificate files are unusable (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The agent failed while starting or serving (exit 1).
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Loads the certificate material of every mTLS listener, once per distinct set of files.
+pub fn load_profiles(config: &Config) -> Result<HashMap<TlsFiles, Arc<TlsProfile>>, Vec<TlsError>> {
+    let now = unix_now();
+    let mut profiles = HashMap::new();
+    let mut errors = Vec::new();
+    for listener in &config.listeners {
+        let Mode::Mtls(files) = &listener.mode else {
+            continue;
+        };
+        if profiles.contains_key(files) || errors.iter().any(|e: &TlsError| files_contain(files, e))
+        {
+            continue;
+        }
+        match TlsMaterial::load(files, now) {
+            Ok(material) => {
+                profiles.insert(
+                    files.clone(),
+                    Arc::new(TlsProfile::new(files.clone(), material)),
+                );
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    if errors.is_empty() {
+        Ok(profiles)
+    } else {
+        Err(errors)
+    }
+}
+
+fn files_contain(files: &TlsFiles, error: &TlsError) -> bool {
+    [&files.cert, &files.key, &files.client_ca].contains(&&error.file)
+}
+
+/// Binds every listener of `config`, attaching its certificate material.
+pub async fn bind(
+    config: &Config,
+    profiles: &HashMap<TlsFiles, Arc<TlsProfile>>,
+) -> anyhow::Result<Vec<BoundListener>> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let socket = TcpListener::bind(listener.address).await.map_err(|error| {
+            anyhow::anyhow!(
+                "listeners[{index}] ({}): cannot bind {}: {error} (free the port or change listeners[{index}].address in {})",
+                listener.name,
+                listener.address,
+                config.file.display()
+            )
+        })?;
+        let tls = match &listener.mode {
+            Mode::Mtls(files) => profiles.get(files).cloned(),
+            Mode::H2c => None,
+        };
+        bound.push(BoundListener {
+            config: listener.clone(),
+            socket,
+            tls,
+        });
+    }
+    Ok(bound)
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunError> {
+    info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, config = %config.file.display(), "dice-agent starting");
+    let profiles = load_profiles(&config).map_err(|errors| {
+        RunError::Config(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let signals = shutdown::StopSignals::install()
+        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    let listeners = bind(&config, &profiles).await?;
+    for listener in &listeners {
+        let address = listener.local_addr().map_err(anyhow::Error::from)?;
+        info!(listener = %listener.config.name, mode = listener.config.mode.as_str(), %address, "listening");
+    }
+    for profile in profiles.values() {
+        let leaf = &profile.material().leaf;
+        info!(
+            cert = %profile.files.cert.path.display(),
+            subject = %leaf.subject,
+            serial = %leaf.serial,
+            not_after = %rfc3339(leaf.not_after),
+            "serving certificate"
+        );
+    }
+    let state = Arc::new(info::AgentState {
+        node: config.node_name.clone(),
+        profiles: listeners
+            .iter()
+            .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
+            .collect(),
+        last_reload: Mutex::new(Default::default()),
+    });
+    server::serve(&config, state, listeners, signals, ready_file).await?;
+    Ok(())
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! `dice-agent --config FILE`: parses flags, loads the config, runs the agent,
+//! and maps the outcome to an exit status (0 clean, 1 runtime failure, 2 bad input).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dice_agent::{RunError, check, cli::Args, config, logging};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("dice-agent: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        return match check::check(&config) {
+            Ok(summary) => {
+                print!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("dice-agent: {error}");
+                }
+                ExitCode::from(2)
+            }
+        };
+    }
+    logging::init(
+        args.log_format.unwrap_or(config.log.format),
+        &config.log.level,
+    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dice-agent: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dice_agent::run(config, args.ready_file.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(message)) => {
+            for line in message.lines() {
+                tracing::error!("{line}");
+            }
+            ExitCode::from(2)
+        }
+        Err(RunError::Runtime(error)) => {
+            tracing::error!("{error:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -41,13 +41,23 @@ impl CertSummary {
             .subject_alternative_name()
             .ok()
             .flatten()
-            .map(|ext| ext.value.general_names.iter().filter_map(describe_name).collect())
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .filter_map(describe_name)
+                    .collect()
+            })
             .unwrap_or_default();
         Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             sans,
-            serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
+            serial: cert
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         }

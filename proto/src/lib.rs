@@ -24,7 +24,8 @@ pub mod info {
 }
 
 /// The encoded descriptor set of every proto in this crate, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dice_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dice_descriptor.bin"));
 
 /// The fully qualified name of the dice service, as health checks and reflection name it.
 pub const DICE_SERVICE_NAME: &str = "api.DiceService";

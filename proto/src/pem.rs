@@ -108,14 +108,23 @@ mod tests {
     #[test]
     fn missing_file_says_no_such_file() {
         let error = load_certs(Path::new("/nonexistent/dice/cert.pem")).unwrap_err();
-        assert_eq!(error.to_string(), "/nonexistent/dice/cert.pem: no such file");
+        assert_eq!(
+            error.to_string(),
+            "/nonexistent/dice/cert.pem: no such file"
+        );
     }
 
     #[test]
     fn empty_file_names_what_is_missing() {
         let error = parse_certs(Path::new("x.pem"), b"").unwrap_err();
-        assert!(error.to_string().contains("no certificate found"), "{error}");
+        assert!(
+            error.to_string().contains("no certificate found"),
+            "{error}"
+        );
         let error = parse_key(Path::new("k.pem"), b"hello").unwrap_err();
-        assert!(error.to_string().contains("no private key found"), "{error}");
+        assert!(
+            error.to_string().contains("no private key found"),
+            "{error}"
+        );
     }
 }

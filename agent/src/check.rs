@@ -1,0 +1,51 @@
+//! `dice-agent --check`: loads the config and every certificate file and
+//! summarizes what the agent would serve.
+
+use std::fmt::Write;
+
+use dice_proto::cert::rfc3339;
+
+use crate::config::{Config, Mode};
+use crate::tls::TlsError;
+
+/// Renders the summary of a config whose certificate material all loaded, or every error.
+pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
+    let profiles = crate::load_profiles(config)?;
+    let now = crate::unix_now();
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "config {}: ok", config.file.display());
+    let _ = writeln!(out, "node {}", config.node_name);
+    for listener in &config.listeners {
+        let _ = writeln!(
+            out,
+            "listener {} {} {}",
+            listener.name,
+            listener.mode.as_str(),
+            listener.address
+        );
+        let Mode::Mtls(files) = &listener.mode else {
+            continue;
+        };
+        let Some(profile) = profiles.get(files) else {
+            continue;
+        };
+        let material = profile.material();
+        let leaf = &material.leaf;
+        let _ = writeln!(out, "  cert {}", files.cert.path.display());
+        let _ = writeln!(out, "    subject {}", leaf.subject);
+        let _ = writeln!(out, "    sans {}", leaf.sans.join(", "));
+        let _ = writeln!(out, "    serial {}", leaf.serial);
+        let _ = writeln!(
+            out,
+            "    not_after {} ({} days left)",
+            rfc3339(leaf.not_after),
+            leaf.days_left(now)
+        );
+        let _ = writeln!(out, "  client_ca {}", files.client_ca.path.display());
+        for subject in &material.client_ca_subjects {
+            let _ = writeln!(out, "    subject {subject}");
+        }
+    }
+    Ok(out)
+}

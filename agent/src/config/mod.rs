@@ -1,0 +1,516 @@
+//! The agent's config: `load` parses the TOML file ([`raw`]), then a
+//! validation pass turns it into a [`Config`] with no loose ends, collecting
+//! every error with its file, line and key ([`error`]).
+
+mod error;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use error::Reporter;
+pub use error::{ConfigError, ConfigErrors};
+use raw::{RawConfig, RawListener, RawTls};
+use toml::Spanned;
+
+/// Default for `limits.handshake_timeout`: how long a peer may take to finish the TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `limits.max_handshakes`: TLS handshakes in flight per listener before new connections are refused.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Default for `limits.request_timeout`: the longest an RPC may run before it fails with `CANCELLED`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `shutdown.grace_period`: how long in-flight RPCs may run after SIGTERM.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// A validated agent config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// `node.name`: how this node names itself in logs and the info API.
+    pub node_name: String,
+    /// `[[listeners]]`, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `shutdown.grace_period`.
+    pub grace_period: Duration,
+}
+
+/// One listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// `name`, or the listener's index when it has none.
+    pub name: String,
+    /// `address`; port 0 picks a free port.
+    pub address: SocketAddr,
+    /// `mode`, with the certificate files an mTLS listener serves.
+    pub mode: Mode,
+}
+
+/// How a listener speaks.
+// Built once per listener at start-up, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// TLS 1.2/1.3 with ALPN h2; a client certificate is required and verified.
+    Mtls(TlsFiles),
+    /// Plaintext HTTP/2, for a TLS-terminating proxy on the same host.
+    H2c,
+}
+
+impl Mode {
+    /// The mode's name as the config spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Mtls(_) => "mtls",
+            Mode::H2c => "h2c",
+        }
+    }
+}
+
+/// The certificate material of an mTLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsFiles {
+    /// PEM chain, leaf first.
+    pub cert: FileRef,
+    /// PEM private key matching the leaf.
+    pub key: FileRef,
+    /// PEM bundle that client certificates must chain to.
+    pub client_ca: FileRef,
+}
+
+/// A file path from the config, with where it was set, so errors can point there.
+#[derive(Debug, Clone)]
+pub struct FileRef {
+    /// The path, resolved against the config file's folder.
+    pub path: PathBuf,
+    /// The key that set it, e.g. `tls.cert`.
+    pub key: String,
+    /// The line that set it.
+    pub line: usize,
+    /// The config file that set it.
+    pub origin: PathBuf,
+}
+
+impl FileRef {
+    /// Where the path was configured: `node.toml line 7: tls.cert: /etc/dice/server.pem`.
+    pub fn locate(&self) -> String {
+        format!(
+            "{} line {}: {}: {}",
+            self.origin.display(),
+            self.line,
+            self.key,
+            self.path.display()
+        )
+    }
+}
+
+impl PartialEq for FileRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for FileRef {}
+
+impl std::hash::Hash for FileRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.path.hash(state);
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `format`: `text` (default) or `json`.
+    pub format: LogFormat,
+    /// `level`: an env-filter directive, default `info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `handshake_timeout`.
+    pub handshake_timeout: Duration,
+    /// `max_handshakes`.
+    pub max_handshakes: usize,
+    /// `request_timeout`.
+    pub request_timeout: Duration,
+}
+
+/// Loads and validates the config file at `path`, returning every error found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|error| {
+        let message = match error.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            _ => format!("cannot read: {error}"),
+        };
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message,
+            hint: Some("pass the agent's TOML config with --config FILE".to_owned()),
+        }])
+    })?;
+    parse(path, &source)
+}
+
+/// Parses and validates config text read from `path`.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let mut report = Reporter::new(path, source);
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(error) => {
+            report.parse_error(&error);
+            return Err(ConfigErrors(report.errors));
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let config = Validator {
+        report: &mut report,
+        origin: path,
+        base,
+        source,
+    }
+    .validate(path, raw);
+    match config {
+        Some(config) if report.errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(report.errors)),
+    }
+}
+
+struct Validator<'r, 'a> {
+    report: &'r mut Reporter<'a>,
+    origin: &'a Path,
+    base: &'a Path,
+    source: &'a str,
+}
+
+impl Validator<'_, '_> {
+    fn validate(mut self, path: &Path, raw: RawConfig) -> Option<Config> {
+        let node_name = match &raw.node {
+            Some(node) if node.get_ref().name.get_ref().trim().is_empty() => {
+                let name = &node.get_ref().name;
+                self.report.error(
+                    Some(name.span().start),
+                    "node.name",
+                    "is empty",
+                    Some("name the node, e.g. name = \"node-1\""),
+                );
+                None
+            }
+            Some(node) => Some(node.get_ref().name.get_ref().clone()),
+            None => {
+                self.report.error(
+                    None,
+                    "node.name",
+                    "missing",
+                    Some("add a [node] table with name = \"node-1\""),
+                );
+                None
+            }
+        };
+        if raw.listeners.is_empty() {
+            self.report.error(
+                None,
+                "listeners",
+                "no listener configured",
+                Some("add a [[listeners]] table with address and mode"),
+            );
+        }
+        let listeners: Vec<_> = raw
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(index, listener)| self.listener(index, listener, &raw.tls))
+            .collect();
+        self.check_unique(&listeners, &raw);
+        let log = self.log(&raw.log);
+        let limits = self.limits(&raw.limits);
+        let grace_period = self.duration(
+            raw.shutdown.grace_period.as_ref(),
+            "shutdown.grace_period",
+            DEFAULT_GRACE_PERIOD,
+        );
+        Some(Config {
+            file: path.to_owned(),
+            node_name: node_name?,
+            listeners,
+            log: log?,
+            limits: limits?,
+            grace_period: grace_period?,
+        })
+    }
+
+    fn listener(
+        &mut self,
+        index: usize,
+        spanned: &Spanned<RawListener>,
+        defaults: &RawTls,
+    ) -> Option<ListenerConfig> {
+        let raw = spanned.get_ref();
+        let key = |field: &str| format!("listeners[{index}].{field}");
+        let name = match &raw.name {
+            Some(name) if name.get_ref().trim().is_empty() || name.get_ref().contains(' ') => {
+                self.report.error(
+                    Some(name.span().start),
+                    key("name"),
+                    "must be non-empty and contain no spaces",
+                    Some("use a short word such as \"public\""),
+                );
+                None
+            }
+            Some(name) => Some(name.get_ref().clone()),
+            None => Some(index.to_string()),
+        };
+        let address = match raw.address.get_ref().parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.report.error(
+                    Some(raw.address.span().start),
+                    key("address"),
+                    format!("not an IP:PORT address: \"{}\"", raw.address.get_ref()),
+                    Some("write it as 127.0.0.1:8443 or [::1]:8443; port 0 picks a free port"),
+                );
+                None
+            }
+        };
+        let mode = match raw.mode.get_ref().as_str() {
+            "mtls" => self.tls_files(index, raw, defaults).map(Mode::Mtls),
+            "h2c" => {
+                if let Some(address) = address
+                    && !address.ip().is_loopback()
+                    && !raw.allow_public
+                {
+                    self.report.error(
+                        Some(raw.address.span().start),
+                        key("address"),
+                        format!("h2c listener on non-loopback address {address}: plaintext would be reachable from the network"),
+                        Some("bind h2c to 127.0.0.1 behind a local TLS-terminating proxy, or set allow_public = true on this listener"),
+                    );
+                }
+                if let Some(tls) = &raw.tls {
+                    let at = tls
+                        .cert
+                        .as_ref()
+                        .or(tls.key.as_ref())
+                        .or(tls.client_ca.as_ref());
+                    self.report.error(
+                        at.map(|s| s.span().start),
+                        key("tls"),
+                        "an h2c listener does not use TLS",
+                        Some("remove the tls table or set mode = \"mtls\""),
+                    );
+                }
+                Some(Mode::H2c)
+            }
+            other => {
+                self.report.error(
+                    Some(raw.mode.span().start),
+                    key("mode"),
+                    format!("unknown mode \"{other}\""),
+                    Some("use \"mtls\" or \"h2c\""),
+                );
+                None
+            }
+        };
+        Some(ListenerConfig {
+            name: name?,
+            address: address?,
+            mode: mode?,
+        })
+    }
+
+    fn tls_files(
+        &mut self,
+        index: usize,
+        raw: &RawListener,
+        defaults: &RawTls,
+    ) -> Option<TlsFiles> {
+        let own = raw.tls.clone().unwrap_or_default();
+        let mut file =
+            |field: &str, own: &Option<Spanned<String>>, default: &Option<Spanned<String>>| {
+                let (value, key) = match (own, default) {
+                    (Some(value), _) => (value, format!("listeners[{index}].tls.{field}")),
+                    (None, Some(value)) => (value, format!("tls.{field}")),
+                    (None, None) => {
+                        self.report.error(
+                            Some(raw.mode.span().start),
+                            format!("listeners[{index}]"),
+                            format!("mtls listener has no tls.{field}"),
+                            Some(&format!(
+                                "set {field} in [tls] or in this listener's tls table"
+                            )),
+                        );
+                        return None;
+                    }
+                };
+                Some(FileRef {
+                    path: self.base.join(value.get_ref()),
+                    key,
+                    line: error::line_of(self.source, value.span().start),
+                    origin: self.origin.to_owned(),
+                })
+            };
+        let cert = file("cert", &own.cert, &defaults.cert);
+        let key = file("key", &own.key, &defaults.key);
+        let client_ca = file("client_ca", &own.client_ca, &defaults.client_ca);
+        Some(TlsFiles {
+            cert: cert?,
+            key: key?,
+            client_ca: client_ca?,
+        })
+    }
+
+    fn check_unique(&mut self, listeners: &[ListenerConfig], raw: &RawConfig) {
+        for (i, listener) in listeners.iter().enumerate() {
+            let earlier = &listeners[..i];
+            let at = raw.listeners.get(i).map(|l| l.span().start);
+            if earlier.iter().any(|other| other.name == listener.name) {
+                self.report.error(
+                    at,
+                    format!("listeners[{i}].name"),
+                    format!("duplicate listener name \"{}\"", listener.name),
+                    Some("give each listener its own name"),
+                );
+            }
+            if listener.address.port() != 0
+                && earlier
+                    .iter()
+                    .any(|other| other.address == listener.address)
+            {
+                self.report.error(
+                    at,
+                    format!("listeners[{i}].address"),
+                    format!("address {} is used by another listener", listener.address),
+                    Some("give each listener its own port"),
+                );
+            }
+        }
+    }
+
+    fn log(&mut self, raw: &raw::RawLog) -> Option<LogConfig> {
+        let format = match raw
+            .format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span().start))
+        {
+            None | Some(("text", _)) => Some(LogFormat::Text),
+            Some(("json", _)) => Some(LogFormat::Json),
+            Some((other, at)) => {
+                self.report.error(
+                    Some(at),
+                    "log.format",
+                    format!("unknown log format \"{other}\""),
+                    Some("use \"text\" or \"json\""),
+                );
+                None
+            }
+        };
+        let level = match &raw.level {
+            None => Some("info".to_owned()),
+            Some(level) => {
+                match tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
+                    Ok(_) => Some(level.get_ref().clone()),
+                    Err(error) => {
+                        self.report.error(
+                        Some(level.span().start),
+                        "log.level",
+                        format!("invalid level \"{}\": {error}", level.get_ref()),
+                        Some("use error, warn, info, debug or trace, or a RUST_LOG-style directive"),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        Some(LogConfig {
+            format: format?,
+            level: level?,
+        })
+    }
+
+    fn limits(&mut self, raw: &raw::RawLimits) -> Option<Limits> {
+        let handshake_timeout = self.duration(
+            raw.handshake_timeout.as_ref(),
+            "limits.handshake_timeout",
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        );
+        let request_timeout = self.duration(
+            raw.request_timeout.as_ref(),
+            "limits.request_timeout",
+            DEFAULT_REQUEST_TIMEOUT,
+        );
+        let max_handshakes = match &raw.max_handshakes {
+            None => Some(DEFAULT_MAX_HANDSHAKES),
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    self.report.error(
+                        Some(n.span().start),
+                        "limits.max_handshakes",
+                        format!("must be a positive number, not {}", n.get_ref()),
+                        Some("the default is 1024"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(Limits {
+            handshake_timeout: handshake_timeout?,
+            max_handshakes: max_handshakes?,
+            request_timeout: request_timeout?,
+        })
+    }
+
+    fn duration(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(raw) = raw else {
+            return Some(default);
+        };
+        match humantime::parse_duration(raw.get_ref()) {
+            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(_) => {
+                self.report.error(
+                    Some(raw.span().start),
+                    key,
+                    "must be longer than zero",
+                    None,
+                );
+                None
+            }
+            Err(error) => {
+                self.report.error(
+                    Some(raw.span().start),
+                    key,
+                    format!("not a duration: \"{}\": {error}", raw.get_ref()),
+                    Some("write a number with a unit, such as \"10s\" or \"500ms\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+//! The serde mirror of the agent's TOML file. Every table denies unknown keys;
+//! values that validation checks keep their span so errors can name the line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The config file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: Option<Spanned<RawNode>>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// `[node]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: Spanned<String>,
+}
+
+/// `[tls]` or a listener's `tls` table: each key is optional here, and a
+/// listener's keys fall back to `[tls]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<Spanned<String>>,
+    pub address: Spanned<String>,
+    pub mode: Spanned<String>,
+    #[serde(default)]
+    pub allow_public: bool,
+    pub tls: Option<RawTls>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Option<Spanned<String>>,
+    pub max_handshakes: Option<Spanned<i64>>,
+    pub request_timeout: Option<Spanned<String>>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub grace_period: Option<Spanned<String>>,
+}

@@ -1,0 +1,108 @@
+use super::*;
+
+const VALID: &str = r#"
+[node]
+name = "node-1"
+
+[tls]
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = "ca.pem"
+
+[[listeners]]
+name = "public"
+address = "127.0.0.1:8443"
+mode = "mtls"
+
+[[listeners]]
+address = "127.0.0.1:0"
+mode = "h2c"
+
+[[listeners]]
+address = "127.0.0.1:9443"
+mode = "mtls"
+tls = { cert = "/etc/other.pem" }
+"#;
+
+fn parse_str(source: &str) -> Result<Config, ConfigErrors> {
+    parse(Path::new("/etc/dice/node.toml"), source)
+}
+
+#[test]
+fn valid_config_resolves_paths_and_defaults() {
+    let config = parse_str(VALID).expect("valid config");
+    assert_eq!(config.node_name, "node-1");
+    assert_eq!(config.listeners.len(), 3);
+    assert_eq!(config.listeners[0].name, "public");
+    assert_eq!(config.listeners[1].name, "1");
+    assert_eq!(config.listeners[1].mode, Mode::H2c);
+    let Mode::Mtls(tls) = &config.listeners[0].mode else {
+        panic!("listener 0 is mtls");
+    };
+    assert_eq!(tls.cert.path, Path::new("/etc/dice/server.pem"));
+    assert_eq!((tls.cert.key.as_str(), tls.cert.line), ("tls.cert", 6));
+    let Mode::Mtls(tls) = &config.listeners[2].mode else {
+        panic!("listener 2 is mtls");
+    };
+    assert_eq!(tls.cert.path, Path::new("/etc/other.pem"));
+    assert_eq!(tls.cert.key, "listeners[2].tls.cert");
+    assert_eq!(tls.key.path, Path::new("/etc/dice/server-key.pem"));
+    assert_eq!(config.limits.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+    assert_eq!(config.grace_period, DEFAULT_GRACE_PERIOD);
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn invalid_configs_name_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[node]\nname = \"a\"\nbogus = 1\n",
+            "/etc/dice/node.toml line 3: node.bogus: unknown field `bogus`",
+        ),
+        (
+            "[node]\nname = \"a\"\n[[listeners]]\naddress = \"nowhere\"\nmode = \"h2c\"\n",
+            "line 4: listeners[0].address: not an IP:PORT address",
+        ),
+        (
+            "[node]\nname = \"a\"\n[[listeners]]\naddress = \"0.0.0.0:1\"\nmode = \"h2c\"\n",
+            "line 4: listeners[0].address: h2c listener on non-loopback address",
+        ),
+        (
+            "[node]\nname = \"a\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\nmode = \"mtls\"\n",
+            "line 5: listeners[0]: mtls listener has no tls.cert",
+        ),
+        (
+            "[node]\nname = \"a\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\nmode = \"h2c\"\n[shutdown]\ngrace_period = \"soon\"\n",
+            "line 7: shutdown.grace_period: not a duration",
+        ),
+        (
+            "[node]\nname = \"a\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\nmode = \"h2c\"\n[log]\nformat = \"xml\"\n",
+            "line 7: log.format: unknown log format \"xml\"",
+        ),
+        (
+            "[node]\nname = \"a\"\n",
+            "listeners: no listener configured",
+        ),
+        ("[node\n", "line 1"),
+    ];
+    for (source, expected) in cases {
+        let errors = parse_str(source).expect_err(source).to_string();
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn h2c_may_be_public_when_allowed() {
+    let source = "[node]\nname = \"a\"\n[[listeners]]\naddress = \"0.0.0.0:0\"\nmode = \"h2c\"\nallow_public = true\n";
+    assert!(parse_str(source).is_ok());
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let source = "[node]\nname = \"\"\n[[listeners]]\naddress = \"x\"\nmode = \"tcp\"\n";
+    let errors = parse_str(source).expect_err("three errors");
+    assert_eq!(errors.0.len(), 3, "{errors}");
+}

@@ -1,0 +1,143 @@
+//! An accepted connection, plaintext or TLS, with what the agent knows about
+//! its peer. tonic puts [`ConnInfo`] into every request's extensions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use dice_proto::cert::CertSummary;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+/// What the agent knows about a connection's peer.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The name of the listener that accepted it.
+    pub listener: Arc<str>,
+    /// The listener's mode, `mtls` or `h2c`.
+    pub mode: &'static str,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The verified client certificate, on mTLS listeners.
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+/// The identity a verified client certificate carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Subject alternative names, as `DNS:...`, `URI:...`, `IP:...`.
+    pub sans: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// Reads the identity from the peer's leaf certificate, if it parses.
+    pub fn from_tls(stream: &TlsStream<TcpStream>) -> Option<Self> {
+        let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+        let summary = CertSummary::parse(leaf).ok()?;
+        Some(Self {
+            subject: summary.subject,
+            sans: summary.sans,
+        })
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An accepted connection ready for HTTP/2.
+pub struct Conn {
+    io: Io,
+    info: ConnInfo,
+}
+
+impl Conn {
+    /// A plaintext (h2c) connection.
+    pub fn plain(stream: TcpStream, info: ConnInfo) -> Self {
+        Self {
+            io: Io::Plain(stream),
+            info,
+        }
+    }
+
+    /// A connection whose TLS handshake has finished.
+    pub fn tls(stream: TlsStream<TcpStream>, info: ConnInfo) -> Self {
+        Self {
+            io: Io::Tls(Box::new(stream)),
+            info,
+        }
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

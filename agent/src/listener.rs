@@ -1,0 +1,129 @@
+//! One accept loop per listener. Plaintext connections go straight to the
+//! server; TLS handshakes each run in their own task under a timeout, with a
+//! cap on handshakes in flight, so a silent peer never delays anyone else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{Limits, ListenerConfig};
+use crate::conn::{ClientIdentity, Conn, ConnInfo};
+use crate::tls::TlsProfile;
+
+/// The longest pause after a failed `accept` (such as running out of file descriptors).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A listener bound to its address, with the certificate material it serves.
+pub struct BoundListener {
+    /// The listener's config.
+    pub config: ListenerConfig,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// The material an mTLS listener serves; `None` for h2c.
+    pub tls: Option<Arc<TlsProfile>>,
+}
+
+impl BoundListener {
+    /// The address actually bound (differs from the config when it asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+/// Accepts connections until `shutdown`, handing each finished one to `conns`.
+pub async fn accept_loop(
+    bound: BoundListener,
+    limits: Limits,
+    conns: mpsc::Sender<Conn>,
+    shutdown: CancellationToken,
+) {
+    let name: Arc<str> = Arc::from(bound.config.name.as_str());
+    let mode = bound.config.mode.as_str();
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let mut tasks = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = bound.socket.accept() => accepted,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(5);
+                accepted
+            }
+            Err(error) => {
+                warn!(listener = %name, %error, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        // Disabling Nagle matters for small gRPC messages; failure only costs latency.
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            listener: name.clone(),
+            mode,
+            peer,
+            client: None,
+        };
+        let Some(profile) = &bound.tls else {
+            debug!(listener = %name, %peer, "accepted h2c connection");
+            if conns.send(Conn::plain(stream, info)).await.is_err() {
+                break;
+            }
+            continue;
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            warn!(listener = %name, %peer, limit = limits.max_handshakes, "too many TLS handshakes in flight; refusing connection");
+            continue;
+        };
+        let acceptor = TlsAcceptor::from(profile.server_config());
+        let span = info_span!("conn", listener = %name, %peer);
+        let conns = conns.clone();
+        tasks.spawn(
+            async move {
+                let conn = handshake(acceptor, stream, info, limits.handshake_timeout).await;
+                drop(permit);
+                if let Some(conn) = conn {
+                    let _ = conns.send(conn).await;
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tasks.abort_all();
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    mut info: ConnInfo,
+    limit: Duration,
+) -> Option<Conn> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            info.client = ClientIdentity::from_tls(&tls).map(Arc::new);
+            if let Some(client) = &info.client {
+                debug!(client.subject = %client.subject, "TLS handshake done");
+            }
+            Some(Conn::tls(tls, info))
+        }
+        Ok(Err(error)) => {
+            info!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(timeout = ?limit, "TLS handshake timed out");
+            None
+        }
+    }
+}

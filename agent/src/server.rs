@@ -1,0 +1,116 @@
+//! Serves the gRPC services on already-bound listeners until a stop signal,
+//! then drains: health goes NOT_SERVING, accept loops stop, and in-flight
+//! RPCs get the grace period to finish.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dice_proto::api::dice_service_server::DiceServiceServer;
+use dice_proto::info::agent_info_service_server::AgentInfoServiceServer;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::info::{AgentState, Info};
+use crate::listener::{BoundListener, accept_loop};
+use crate::ready;
+use crate::rpc_log::RpcLogLayer;
+use crate::service::Dice;
+use crate::shutdown::StopSignals;
+
+/// How often an idle HTTP/2 connection is pinged, so dead peers are noticed.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Finished connections waiting for the HTTP/2 server to pick them up.
+const ACCEPTED_QUEUE: usize = 256;
+
+/// Serves until SIGTERM or SIGINT, then drains within `config.grace_period`.
+pub async fn serve(
+    config: &Config,
+    state: Arc<AgentState>,
+    listeners: Vec<BoundListener>,
+    mut signals: StopSignals,
+    ready_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DiceServiceServer<Dice>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dice_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dice_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
+
+    let ready_text = ready::render(&listeners).context("cannot read a bound address")?;
+    let stop = CancellationToken::new();
+    let (accepted, incoming) = mpsc::channel(ACCEPTED_QUEUE);
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        accept_loops.spawn(accept_loop(
+            listener,
+            config.limits,
+            accepted.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(accepted);
+
+    let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
+    let server = Server::builder()
+        .timeout(config.limits.request_timeout)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(RpcLogLayer)
+        .add_service(health_service)
+        .add_service(DiceServiceServer::new(Dice))
+        .add_service(AgentInfoServiceServer::new(Info::new(state)))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(server);
+
+    if let Some(path) = ready_file {
+        ready::write(path, &ready_text)?;
+    }
+    info!("ready");
+
+    let signal = tokio::select! {
+        signal = signals.recv() => signal,
+        ended = &mut server => {
+            stop.cancel();
+            return match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the gRPC server stopped on its own")),
+                Ok(Err(error)) => Err(error).context("the gRPC server failed"),
+                Err(error) => Err(error).context("the gRPC server task failed"),
+            };
+        }
+    };
+    info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
+    health.set_not_serving::<DiceServiceServer<Dice>>().await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    stop.cancel();
+    while accept_loops.join_next().await.is_some() {}
+    match tokio::time::timeout(config.grace_period, &mut server).await {
+        Ok(Ok(Ok(()))) => info!("stopped"),
+        Ok(Ok(Err(error))) => return Err(error).context("the gRPC server failed while draining"),
+        Ok(Err(error)) => return Err(error).context("the gRPC server task failed while draining"),
+        Err(_) => {
+            server.abort();
+            warn!(grace_period = ?config.grace_period, "grace period ran out; stopping with RPCs still in flight");
+        }
+    }
+    Ok(())
+}

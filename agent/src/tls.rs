@@ -1,0 +1,214 @@
+//! Certificate material for mTLS listeners: load the files named in the
+//! config, check that they agree and are valid now, and build the rustls
+//! server config that handshakes use. Every error names the file and the
+//! config line that set it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dice_proto::cert::{CertSummary, rfc3339};
+use dice_proto::pem;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::{FileRef, TlsFiles};
+
+/// Certificate material that failed a check, naming the file at fault.
+#[derive(Debug, Clone)]
+pub struct TlsError {
+    /// The file at fault, with where the config set it.
+    pub file: FileRef,
+    /// What is wrong with it.
+    pub message: String,
+    /// What to do about it.
+    pub hint: &'static str,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} ({})",
+            self.file.locate(),
+            self.message,
+            self.hint
+        )
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+fn fail(file: &FileRef, message: impl Into<String>, hint: &'static str) -> TlsError {
+    TlsError {
+        file: file.clone(),
+        message: message.into(),
+        hint,
+    }
+}
+
+/// Strips the leading `PATH: ` a [`pem::PemError`] carries, since [`TlsError`] names the path itself.
+fn pem_reason(error: &pem::PemError, file: &FileRef) -> String {
+    let text = error.to_string();
+    let prefix = format!("{}: ", file.path.display());
+    text.strip_prefix(&prefix)
+        .map(str::to_owned)
+        .unwrap_or(text)
+}
+
+/// A server certificate chain, its key and the client CA bundle, checked to agree.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// The leaf certificate's summary.
+    pub leaf: CertSummary,
+    /// Subjects of the client CA certificates.
+    pub client_ca_subjects: Vec<String>,
+    /// The server config that serves this material.
+    pub server_config: Arc<ServerConfig>,
+}
+
+impl TlsMaterial {
+    /// Loads and checks the files, then builds the server config. `now` is Unix seconds.
+    pub fn load(files: &TlsFiles, now: i64) -> Result<Self, TlsError> {
+        const CERT_HINT: &str = "point it at a PEM certificate chain, leaf first";
+        const KEY_HINT: &str = "point it at the PEM private key of the certificate";
+        const CA_HINT: &str = "point it at the PEM bundle of the CA that signs client certificates";
+
+        let chain = pem::load_certs(&files.cert.path)
+            .map_err(|e| fail(&files.cert, pem_reason(&e, &files.cert), CERT_HINT))?;
+        let key = pem::load_key(&files.key.path)
+            .map_err(|e| fail(&files.key, pem_reason(&e, &files.key), KEY_HINT))?;
+        let leaf = CertSummary::parse(&chain[0])
+            .map_err(|e| fail(&files.cert, e.to_string(), CERT_HINT))?;
+        check_validity(&leaf, now).map_err(|message| {
+            fail(
+                &files.cert,
+                message,
+                "renew the certificate, or check the system clock",
+            )
+        })?;
+        check_key_matches(&chain, &key).map_err(|message| fail(&files.key, message, KEY_HINT))?;
+
+        let ca_certs = pem::load_certs(&files.client_ca.path)
+            .map_err(|e| fail(&files.client_ca, pem_reason(&e, &files.client_ca), CA_HINT))?;
+        let mut roots = RootCertStore::empty();
+        let mut client_ca_subjects = Vec::with_capacity(ca_certs.len());
+        for cert in ca_certs {
+            let summary = CertSummary::parse(&cert)
+                .map_err(|e| fail(&files.client_ca, e.to_string(), CA_HINT))?;
+            roots.add(cert).map_err(|e| {
+                fail(
+                    &files.client_ca,
+                    format!("unusable CA certificate \"{}\": {e}", summary.subject),
+                    CA_HINT,
+                )
+            })?;
+            client_ca_subjects.push(summary.subject);
+        }
+        let server_config = build_server_config(chain, key, roots).map_err(|e| {
+            fail(
+                &files.cert,
+                format!("cannot build a TLS config: {e}"),
+                CERT_HINT,
+            )
+        })?;
+        Ok(Self {
+            leaf,
+            client_ca_subjects,
+            server_config,
+        })
+    }
+}
+
+fn check_validity(leaf: &CertSummary, now: i64) -> Result<(), String> {
+    if now < leaf.not_before {
+        return Err(format!(
+            "certificate {} is not valid until {}",
+            leaf.serial,
+            rfc3339(leaf.not_before)
+        ));
+    }
+    if now > leaf.not_after {
+        return Err(format!(
+            "certificate {} expired at {}",
+            leaf.serial,
+            rfc3339(leaf.not_after)
+        ));
+    }
+    Ok(())
+}
+
+fn check_key_matches(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), String> {
+    let provider = dice_proto::crypto::provider();
+    let certified =
+        CertifiedKey::from_der(chain.to_vec(), key.clone_key(), &provider).map_err(|error| {
+            match error {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the key does not match the certificate".to_owned()
+                }
+                other => format!("unusable private key: {other}"),
+            }
+        })?;
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(_) => Err("the key does not match the certificate".to_owned()),
+    }
+}
+
+/// TLS 1.2 and 1.3, ALPN `h2`, a client certificate required and verified against `roots`.
+fn build_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: RootCertStore,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = dice_proto::crypto::provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The certificate material one or more listeners serve, swappable at runtime:
+/// each handshake reads the current server config, so installing new material
+/// is a single atomic swap and open connections keep what they started with.
+#[derive(Debug)]
+pub struct TlsProfile {
+    /// The files this profile serves.
+    pub files: TlsFiles,
+    current: ArcSwap<TlsMaterial>,
+}
+
+impl TlsProfile {
+    /// A profile serving `material`, loaded from `files`.
+    pub fn new(files: TlsFiles, material: TlsMaterial) -> Self {
+        Self {
+            files,
+            current: ArcSwap::from_pointee(material),
+        }
+    }
+
+    /// The server config for the next handshake.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.load().server_config.clone()
+    }
+
+    /// The material being served now.
+    pub fn material(&self) -> Arc<TlsMaterial> {
+        self.current.load_full()
+    }
+
+    /// Serves `material` from the next handshake on.
+    pub fn install(&self, material: TlsMaterial) {
+        self.current.store(Arc::new(material));
+    }
+}
