@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`cli`]: command-line flags; [`config`]: the TOML config, parsed then validated.
 //! - [`tls`]: certificate material, checked and turned into a swappable rustls config.
+//! - [`reload`]: watches the certificate files and swaps in new material.
 //! - [`listener`]: one accept loop per listener, TLS handshakes in their own tasks.
 //! - [`conn`]: an accepted connection and what is known about its peer.
 //! - [`server`]: the tonic server over all listeners, with graceful shutdown.
@@ -19,6 +20,7 @@ pub mod info;
 pub mod listener;
 pub mod logging;
 pub mod ready;
+pub mod reload;
 pub mod rpc_log;
 pub mod server;
 pub mod service;
@@ -156,6 +158,12 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
             .collect(),
         last_reload: Mutex::new(Default::default()),
     });
-    server::serve(&config, state, listeners, signals, ready_file).await?;
+    let reloader = reload::Reloader::new(
+        profiles.into_values().collect(),
+        state.clone(),
+        config.reload,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
+    server::serve(&config, state, listeners, signals, reloader, ready_file).await?;
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::info::{AgentState, Info};
 use crate::listener::{BoundListener, accept_loop};
 use crate::ready;
+use crate::reload::Reloader;
 use crate::rpc_log::RpcLogLayer;
 use crate::service::Dice;
 use crate::shutdown::StopSignals;
@@ -39,6 +40,7 @@ pub async fn serve(
     state: Arc<AgentState>,
     listeners: Vec<BoundListener>,
     mut signals: StopSignals,
+    reloader: Reloader,
     ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -65,6 +67,7 @@ pub async fn serve(
         ));
     }
     drop(accepted);
+    let reload_task = tokio::spawn(reloader.run(stop.clone()));
 
     let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
     let server = Server::builder()
@@ -103,6 +106,8 @@ pub async fn serve(
         .await;
     stop.cancel();
     while accept_loops.join_next().await.is_some() {}
+    // The reloader only waits on timers and events; it stops at once.
+    let _ = reload_task.await;
     match tokio::time::timeout(config.grace_period, &mut server).await {
         Ok(Ok(Ok(()))) => info!("stopped"),
         Ok(Ok(Err(error))) => return Err(error).context("the gRPC server failed while draining"),

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dice_proto::cert::{CertSummary, rfc3339};
+use dice_proto::cert::{CertSummary, check_chain_links, rfc3339};
 use dice_proto::pem;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -58,6 +58,53 @@ fn pem_reason(error: &pem::PemError, file: &FileRef) -> String {
         .unwrap_or(text)
 }
 
+const CERT_HINT: &str = "point it at a PEM certificate chain, leaf first";
+const KEY_HINT: &str = "point it at the PEM private key of the certificate";
+const CA_HINT: &str = "point it at the PEM bundle of the CA that signs client certificates";
+
+/// The bytes of a profile's three files, read once so the same content is
+/// both fingerprinted and parsed. Its `Debug` never shows the bytes.
+pub struct TlsBytes {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Vec<u8>,
+}
+
+impl fmt::Debug for TlsBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TlsBytes {{ fingerprint: {:016x} }}", self.fingerprint())
+    }
+}
+
+impl TlsBytes {
+    /// A hash of all three files' content: equal fingerprints mean nothing changed.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&self.cert, &self.key, &self.client_ca).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Reads the files, following symlinks to whatever they point at now.
+    pub fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        let read = |file: &FileRef, hint| {
+            std::fs::read(&file.path).map_err(|error| {
+                let message = match error.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                    _ => format!("cannot read: {error}"),
+                };
+                fail(file, message, hint)
+            })
+        };
+        Ok(Self {
+            cert: read(&files.cert, CERT_HINT)?,
+            key: read(&files.key, KEY_HINT)?,
+            client_ca: read(&files.client_ca, CA_HINT)?,
+        })
+    }
+}
+
 /// A server certificate chain, its key and the client CA bundle, checked to agree.
 #[derive(Debug)]
 pub struct TlsMaterial {
@@ -67,18 +114,22 @@ pub struct TlsMaterial {
     pub client_ca_subjects: Vec<String>,
     /// The server config that serves this material.
     pub server_config: Arc<ServerConfig>,
+    /// The fingerprint of the bytes it was built from (see [`TlsBytes::fingerprint`]).
+    pub fingerprint: u64,
 }
 
 impl TlsMaterial {
-    /// Loads and checks the files, then builds the server config. `now` is Unix seconds.
+    /// Reads and checks the files, then builds the server config. `now` is Unix seconds.
     pub fn load(files: &TlsFiles, now: i64) -> Result<Self, TlsError> {
-        const CERT_HINT: &str = "point it at a PEM certificate chain, leaf first";
-        const KEY_HINT: &str = "point it at the PEM private key of the certificate";
-        const CA_HINT: &str = "point it at the PEM bundle of the CA that signs client certificates";
+        Self::from_bytes(files, TlsBytes::read(files)?, now)
+    }
 
-        let chain = pem::load_certs(&files.cert.path)
+    /// Checks the files' bytes: the chain parses and links up, the leaf is valid
+    /// at `now`, the key matches it, and the CA bundle is usable.
+    pub fn from_bytes(files: &TlsFiles, source: TlsBytes, now: i64) -> Result<Self, TlsError> {
+        let chain = pem::parse_certs(&files.cert.path, &source.cert)
             .map_err(|e| fail(&files.cert, pem_reason(&e, &files.cert), CERT_HINT))?;
-        let key = pem::load_key(&files.key.path)
+        let key = pem::parse_key(&files.key.path, &source.key)
             .map_err(|e| fail(&files.key, pem_reason(&e, &files.key), KEY_HINT))?;
         let leaf = CertSummary::parse(&chain[0])
             .map_err(|e| fail(&files.cert, e.to_string(), CERT_HINT))?;
@@ -89,9 +140,16 @@ impl TlsMaterial {
                 "renew the certificate, or check the system clock",
             )
         })?;
-        check_key_matches(&chain, &key).map_err(|message| fail(&files.key, message, KEY_HINT))?;
+        check_chain_links(&chain).map_err(|message| fail(&files.cert, message, CERT_HINT))?;
+        check_key_matches(&chain, &key).map_err(|message| {
+            fail(
+                &files.key,
+                message,
+                "install the key and certificate as a pair",
+            )
+        })?;
 
-        let ca_certs = pem::load_certs(&files.client_ca.path)
+        let ca_certs = pem::parse_certs(&files.client_ca.path, &source.client_ca)
             .map_err(|e| fail(&files.client_ca, pem_reason(&e, &files.client_ca), CA_HINT))?;
         let mut roots = RootCertStore::empty();
         let mut client_ca_subjects = Vec::with_capacity(ca_certs.len());
@@ -118,6 +176,7 @@ impl TlsMaterial {
             leaf,
             client_ca_subjects,
             server_config,
+            fingerprint: source.fingerprint(),
         })
     }
 }
@@ -161,6 +220,12 @@ fn check_key_matches(
 }
 
 /// TLS 1.2 and 1.3, ALPN `h2`, a client certificate required and verified against `roots`.
+///
+/// Session resumption is bound to the material: each config gets rustls's
+/// default in-memory session cache of its own and no ticket key, so a session
+/// can only be resumed against the config that made it. After a reload (say,
+/// one that drops a client CA) every client does a full handshake and has its
+/// certificate verified against the new bundle.
 fn build_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

@@ -98,6 +98,43 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
     }
 }
 
+/// Checks that each certificate in `chain` (leaf first) was issued and signed
+/// by the next one, so a server never sends a chain clients cannot follow.
+pub fn check_chain_links(chain: &[CertificateDer<'_>]) -> Result<(), String> {
+    let parsed = chain
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            X509Certificate::from_der(der.as_ref())
+                .map(|(_, cert)| cert)
+                .map_err(|e| format!("certificate {} of the chain is not valid X.509: {e}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, pair) in parsed.windows(2).enumerate() {
+        let (child, parent) = (&pair[0], &pair[1]);
+        if child.issuer() != parent.subject() {
+            return Err(format!(
+                "chain is out of order: certificate {} is issued by \"{}\" but certificate {} is \"{}\"",
+                i + 1,
+                child.issuer(),
+                i + 2,
+                parent.subject()
+            ));
+        }
+        child
+            .verify_signature(Some(parent.public_key()))
+            .map_err(|_| {
+                format!(
+                    "certificate {} of the chain is not signed by certificate {} (\"{}\")",
+                    i + 1,
+                    i + 2,
+                    parent.subject()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Formats Unix seconds as an RFC 3339 UTC timestamp, e.g. `2027-01-31T12:00:00Z`.
 pub fn rfc3339(unix_secs: i64) -> String {
     let days = unix_secs.div_euclid(86_400);

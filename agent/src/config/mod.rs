@@ -23,6 +23,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `shutdown.grace_period`: how long in-flight RPCs may run after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
+/// Default for `reload.poll_interval`: how often certificate files are re-read in case no file event arrived.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Default for `reload.settle_period`: how long changed files may disagree before that is logged as an error.
+pub const DEFAULT_SETTLE_PERIOD: Duration = Duration::from_secs(10);
+
 /// A validated agent config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,6 +43,17 @@ pub struct Config {
     pub limits: Limits,
     /// `shutdown.grace_period`.
     pub grace_period: Duration,
+    /// `[reload]`.
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`: how certificate files are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// `poll_interval`; `None` when set to `"0s"` (file events only).
+    pub poll_interval: Option<Duration>,
+    /// `settle_period`.
+    pub settle_period: Duration,
 }
 
 /// One listener.
@@ -154,7 +170,10 @@ pub struct Limits {
 }
 
 /// Loads and validates the config file at `path`, returning every error found.
+/// Paths in the result are absolute, so logs name files unambiguously.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let absolute = std::path::absolute(path);
+    let path = absolute.as_deref().unwrap_or(path);
     let source = std::fs::read_to_string(path).map_err(|error| {
         let message = match error.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_owned(),
@@ -248,7 +267,30 @@ impl Validator<'_, '_> {
             "shutdown.grace_period",
             DEFAULT_GRACE_PERIOD,
         );
+        let poll_interval = match &raw.reload.poll_interval {
+            Some(value)
+                if humantime::parse_duration(value.get_ref()).is_ok_and(|d| d.is_zero()) =>
+            {
+                Some(None)
+            }
+            value => self
+                .duration(
+                    value.as_ref(),
+                    "reload.poll_interval",
+                    DEFAULT_POLL_INTERVAL,
+                )
+                .map(Some),
+        };
+        let settle_period = self.duration(
+            raw.reload.settle_period.as_ref(),
+            "reload.settle_period",
+            DEFAULT_SETTLE_PERIOD,
+        );
         Some(Config {
+            reload: ReloadConfig {
+                poll_interval: poll_interval?,
+                settle_period: settle_period?,
+            },
             file: path.to_owned(),
             node_name: node_name?,
             listeners,

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub reload: RawReload,
 }
 
 /// `[node]`.
@@ -72,4 +74,12 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
     pub grace_period: Option<Spanned<String>>,
+}
+
+/// `[reload]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub poll_interval: Option<Spanned<String>>,
+    pub settle_period: Option<Spanned<String>>,
 }

@@ -1,0 +1,240 @@
+//! Hot reload of certificate material.
+//!
+//! The folders holding every configured file are watched (watching a file
+//! itself loses the watch when it is replaced by a rename, and a Kubernetes
+//! `..data` symlink swap never touches it); events are debounced, backed up by
+//! a periodic re-check, and SIGHUP forces one. Whether anything changed is
+//! decided on content, never on mtime or event kind. New material is checked
+//! in full before it is swapped in; until it passes, the last good material
+//! keeps serving, the failure is logged (warn, then error once the files have
+//! disagreed for the settle period) and shown in the info API.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dice_proto::cert::rfc3339;
+use dice_proto::info::ReloadResult;
+use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::ReloadConfig;
+use crate::info::AgentState;
+use crate::tls::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
+
+/// Quiet time after a file event before files are read, so a burst of writes
+/// (a certificate, then its key) is read once, after the last of them.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often material that failed its checks is re-read while it keeps failing.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a reload check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A file event, the poll timer or a retry: act only if the content changed.
+    Changed,
+    /// SIGHUP: re-check everything and log the outcome even if nothing changed.
+    Forced,
+}
+
+/// A profile whose files currently fail their checks.
+struct Failing {
+    since: Instant,
+    error: String,
+    escalated: bool,
+}
+
+/// Watches certificate files and swaps new material into the profiles.
+pub struct Reloader {
+    profiles: Vec<Arc<TlsProfile>>,
+    failing: Vec<Option<Failing>>,
+    state: Arc<AgentState>,
+    config: ReloadConfig,
+    hangup: Signal,
+}
+
+impl Reloader {
+    /// Prepares a reloader for `profiles`, installing the SIGHUP handler now so
+    /// a SIGHUP sent once the agent is ready is never lost.
+    pub fn new(
+        profiles: Vec<Arc<TlsProfile>>,
+        state: Arc<AgentState>,
+        config: ReloadConfig,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            failing: profiles.iter().map(|_| None).collect(),
+            profiles,
+            state,
+            config,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Watches and reloads until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let (events, mut event_rx) = mpsc::channel::<()>(1);
+        let _watcher = self.watch(events);
+        let mut poll = self.config.poll_interval.map(|period| {
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        loop {
+            let retry = self.failing.iter().any(Option::is_some);
+            let trigger = tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = event_rx.recv() => {
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, event_rx.recv()).await {}
+                    Trigger::Changed
+                }
+                _ = self.hangup.recv() => {
+                    info!("SIGHUP: re-checking all certificate material");
+                    Trigger::Forced
+                }
+                _ = tick(poll.as_mut()) => Trigger::Changed,
+                () = tokio::time::sleep(RETRY_INTERVAL), if retry => Trigger::Changed,
+            };
+            self.check_all(trigger);
+        }
+    }
+
+    /// Starts a watcher on the folder of every configured file, and of the
+    /// file a symlink points at. Without one, the poll timer alone notices changes.
+    fn watch(&self, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        let mut watcher = match notify::recommended_watcher(
+            move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    // A full channel already holds a wake-up: nothing is lost.
+                    let _ = events.try_send(());
+                }
+            },
+        ) {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                warn!(%error, "cannot watch certificate files; relying on reload.poll_interval and SIGHUP");
+                return None;
+            }
+        };
+        for dir in self.watched_dirs() {
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => info!(dir = %dir.display(), "watching for certificate changes"),
+                Err(error) => {
+                    warn!(dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
+                }
+            }
+        }
+        Some(watcher)
+    }
+
+    fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs = BTreeSet::new();
+        for profile in &self.profiles {
+            let files = &profile.files;
+            for file in [&files.cert, &files.key, &files.client_ca] {
+                let resolved = std::fs::canonicalize(&file.path).ok();
+                for path in std::iter::once(file.path.as_path()).chain(resolved.as_deref()) {
+                    if let Some(dir) = path.parent() {
+                        let dir = if dir.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            dir
+                        };
+                        dirs.insert(dir.to_owned());
+                    }
+                }
+            }
+        }
+        dirs
+    }
+
+    fn check_all(&mut self, trigger: Trigger) {
+        for index in 0..self.profiles.len() {
+            self.check(index, trigger);
+        }
+    }
+
+    fn check(&mut self, index: usize, trigger: Trigger) {
+        let profile = self.profiles[index].clone();
+        let current = profile.material();
+        let bytes = match TlsBytes::read(&profile.files) {
+            Ok(bytes) => bytes,
+            Err(error) => return self.reject(index, &error, trigger),
+        };
+        if bytes.fingerprint() == current.fingerprint {
+            if self.failing[index].take().is_some() {
+                info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate files agree with the served material again");
+            } else if trigger == Trigger::Forced {
+                info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate material unchanged");
+                self.record(true, String::new());
+            }
+            return;
+        }
+        match TlsMaterial::from_bytes(&profile.files, bytes, crate::unix_now()) {
+            Ok(material) => {
+                info!(
+                    cert = %profile.files.cert.path.display(),
+                    key = %profile.files.key.path.display(),
+                    client_ca = %profile.files.client_ca.path.display(),
+                    old_serial = %current.leaf.serial,
+                    new_serial = %material.leaf.serial,
+                    not_after = %rfc3339(material.leaf.not_after),
+                    "certificate reloaded"
+                );
+                profile.install(material);
+                self.failing[index] = None;
+                self.record(true, String::new());
+            }
+            Err(error) => self.reject(index, &error, trigger),
+        }
+    }
+
+    fn reject(&mut self, index: usize, error: &TlsError, trigger: Trigger) {
+        let serving = self.profiles[index].material().leaf.serial.clone();
+        let message = error.to_string();
+        let settle = self.config.settle_period;
+        match &mut self.failing[index] {
+            Some(failing) if failing.error == message && trigger == Trigger::Changed => {
+                if !failing.escalated && failing.since.elapsed() >= settle {
+                    failing.escalated = true;
+                    error!(error = %message, serving_serial = %serving, settle_period = ?settle, "certificate files still unusable after the settle period; still serving the previous certificate: fix the files");
+                }
+            }
+            failing => {
+                warn!(error = %message, serving_serial = %serving, "certificate reload rejected; still serving the previous certificate");
+                let since = failing.as_ref().map_or_else(Instant::now, |f| f.since);
+                *failing = Some(Failing {
+                    since,
+                    error: message.clone(),
+                    escalated: false,
+                });
+            }
+        }
+        self.record(false, message);
+    }
+
+    fn record(&self, ok: bool, error: String) {
+        let result = ReloadResult {
+            time: rfc3339(crate::unix_now()),
+            ok,
+            error,
+        };
+        match self.state.last_reload.lock() {
+            Ok(mut last) => *last = result,
+            Err(poisoned) => *poisoned.into_inner() = result,
+        }
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Quickstart: builds, makes the dev PKI if missing, starts a local fleet of
+# agents from config/, rolls against each, shows their health, and keeps them
+# serving in the foreground until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --workspace --bins --locked
+bin=target/debug
+if [ ! -f certs/dev/ca.pem ]; then
+    "$bin/dicectl" certs init --out certs/dev
+fi
+
+run=$(mktemp -d)
+pids=()
+stop() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$run"
+}
+trap stop EXIT
+trap 'echo; echo "stopping the fleet"; exit 0' INT TERM
+
+nodes=(node-1 node-2)
+for node in "${nodes[@]}"; do
+    "$bin/dice-agent" --config "config/$node.toml" --ready-file "$run/$node.ready" \
+        2> >(sed -u "s/^/[$node] /" >&2) &
+    pids+=($!)
+done
+
+# Wait for every agent's ready file (written once all its listeners are bound).
+deadline=$((SECONDS + 15))
+for i in "${!nodes[@]}"; do
+    until [ -f "$run/${nodes[$i]}.ready" ]; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+            echo "quickstart: ${nodes[$i]} exited before it was ready (see its log above)" >&2
+            exit 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "quickstart: ${nodes[$i]} not ready after 15s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+done
+
+tls=(--ca certs/dev/ca.pem --cert certs/dev/client.pem --key certs/dev/client-key.pem)
+echo
+for node in "${nodes[@]}"; do
+    address=$(awk '$2 == "mtls" { print $3; exit }' "$run/$node.ready")
+    echo "== $node ($address)"
+    echo "roll: $("$bin/dicectl" roll --node "$address" "${tls[@]}")"
+    "$bin/dicectl" health --node "$address" "${tls[@]}" || true
+done
+
+cat <<MSG
+
+The fleet is serving (Ctrl-C stops it). In another terminal, try:
+  $bin/dicectl roll --node 127.0.0.1:8443 ${tls[*]}
+  $bin/dicectl health --node 127.0.0.1:8444 ${tls[*]}
+  $bin/dice-agent --config config/node-1.toml --check
+MSG
+wait
