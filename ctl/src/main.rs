@@ -1,1 +1,16 @@
-fn main() {}
+//! The `dicectl` binary: parses the command line, runs it, maps the result to an exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = dicectl::cli::Cli::parse();
+    match dicectl::run(cli) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            eprintln!("dicectl: {error:#}");
+            ExitCode::from(dicectl::EXIT_USAGE)
+        }
+    }
+}

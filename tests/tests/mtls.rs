@@ -1,0 +1,218 @@
+//! The mTLS listener: rolls, refusals, health, reflection, agent info, and
+//! resistance to idle connections.
+
+use std::time::{Duration, Instant};
+
+use dice_proto::DICE_SERVICE_NAME;
+use dice_tests::client::{ServingStatus, handshake, roll_once, status_chain};
+use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, tempdir, within};
+use tokio::net::TcpStream;
+
+/// A deadline for one roll: far below the agent's 10 s handshake timeout.
+const ROLL_DEADLINE: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn roll_over_mtls_succeeds() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS");
+    for _ in 0..20 {
+        let value = client.roll().await.expect("roll over mTLS");
+        assert!((1..=6).contains(&value), "rolled {value}");
+    }
+}
+
+#[tokio::test]
+async fn server_presents_the_configured_certificate_over_h2() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+
+    let shook = handshake(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("handshake with a good client certificate");
+    assert_eq!(shook.server_cert.serial, pki.server().serial());
+    assert_eq!(
+        shook.alpn.as_deref(),
+        Some("h2"),
+        "the agent should negotiate ALPN h2"
+    );
+}
+
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+    let addr = agent.addr("mtls");
+
+    let refused = handshake(addr, &pki.client_tls_without_cert())
+        .await
+        .expect_err("a client without a certificate must be refused");
+    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
+    eprintln!("refused: {refused}");
+
+    let result = roll_once(addr, &pki.client_tls_without_cert()).await;
+    assert!(
+        result.is_err(),
+        "a roll without a client certificate succeeded: {result:?}"
+    );
+
+    // The agent is still fine for a good client.
+    roll_once(addr, &pki.client_tls())
+        .await
+        .expect("good client rolls");
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_is_refused() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let other = pki.unrelated("other");
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+    let addr = agent.addr("mtls");
+
+    // Trusts the right server CA, but presents a certificate from another CA.
+    let stranger = pki.client_tls_as(other.client());
+    let refused = handshake(addr, &stranger)
+        .await
+        .expect_err("a client certificate from another CA must be refused");
+    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
+    eprintln!("refused: {refused}");
+
+    let result = roll_once(addr, &stranger).await;
+    assert!(
+        result.is_err(),
+        "a roll with another CA's certificate succeeded: {result:?}"
+    );
+    roll_once(addr, &pki.client_tls())
+        .await
+        .expect("good client rolls");
+}
+
+#[tokio::test]
+async fn plaintext_client_on_the_mtls_port_fails() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+
+    let result = within(
+        Duration::from_secs(15),
+        "a plaintext roll on the mTLS port",
+        async {
+            let client = Client::h2c(agent.addr("mtls")).await?;
+            client.roll().await.map_err(|status| status_chain(&status))
+        },
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "plaintext HTTP/2 was served on the mTLS port: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_is_serving_for_the_server_and_the_dice_service() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS");
+    for service in ["", DICE_SERVICE_NAME] {
+        let status = client.health(service).await.expect("health check");
+        assert_eq!(status, ServingStatus::Serving, "health for {service:?}");
+    }
+    let unknown = client.health("no.such.Service").await;
+    assert!(
+        unknown
+            .as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::NotFound),
+        "health for an unknown service should be NOT_FOUND, got {unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn reflection_lists_the_dice_service() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS");
+    let v1 = client.list_services().await.expect("reflection v1");
+    assert!(
+        v1.iter().any(|name| name == DICE_SERVICE_NAME),
+        "reflection v1 lists {v1:?}"
+    );
+    let v1alpha = client
+        .list_services_v1alpha()
+        .await
+        .expect("reflection v1alpha");
+    assert!(
+        v1alpha.iter().any(|name| name == DICE_SERVICE_NAME),
+        "reflection v1alpha lists {v1alpha:?}"
+    );
+}
+
+#[tokio::test]
+async fn agent_info_names_the_node_and_its_certificate() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki).node("info-node-7"));
+
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS");
+    let info = client.info().await.expect("GetInfo");
+    assert_eq!(info.node, "info-node-7");
+    assert!(
+        !info.version.is_empty(),
+        "GetInfo reports no version: {info:?}"
+    );
+    assert!(
+        info.certificates
+            .values()
+            .any(|cert| cert.serial == pki.server().serial()),
+        "GetInfo does not report the served certificate {}: {info:?}",
+        pki.server().serial()
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_do_not_delay_a_good_client() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+    let addr = agent.addr("mtls");
+
+    // 100 connections that never send a byte: each one holds a handshake open
+    // until the agent's 10 s handshake timeout.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(
+            TcpStream::connect(addr)
+                .await
+                .expect("open an idle connection"),
+        );
+    }
+
+    let start = Instant::now();
+    let value = within(ROLL_DEADLINE, "a roll beside 100 idle connections", async {
+        roll_once(addr, &pki.client_tls()).await
+    })
+    .await
+    .expect("roll beside idle connections");
+    assert!((1..=6).contains(&value));
+    assert!(start.elapsed() < ROLL_DEADLINE);
+
+    // The idle connections are still open from our side; the agent just
+    // didn't let them block anyone.
+    drop(idle);
+}

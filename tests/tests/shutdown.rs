@@ -1,0 +1,299 @@
+//! SIGTERM and SIGINT: health turns NOT_SERVING, the agent stops accepting,
+//! in-flight RPCs finish within the grace period, and it exits 0.
+//!
+//! RollDie is instant, so the long call held in flight is a health `Watch`
+//! stream, and rolls run back to back on a shared connection through the
+//! signal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dice_proto::DICE_SERVICE_NAME;
+use dice_tests::client::{ServingStatus, is_clean_refusal, roll_once, status_chain};
+use dice_tests::{Agent, AgentConfig, Client, Pki, Signal, poll_until_async, tempdir, within};
+use tokio::task::JoinHandle;
+use tonic::Streaming;
+use tonic_health::pb::HealthCheckResponse;
+
+/// A deadline for one roll.
+const ROLL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Slack on top of the grace period for the process to exit and be noticed.
+const EXIT_SLACK: Duration = Duration::from_secs(3);
+
+/// Opens a health watch and checks its first report is SERVING.
+async fn serving_watch(client: &Client, service: &str) -> Streaming<HealthCheckResponse> {
+    let mut watch = client
+        .watch_health(service)
+        .await
+        .expect("open a health watch");
+    let first = within(
+        ROLL_DEADLINE,
+        "the first health watch report",
+        watch.message(),
+    )
+    .await
+    .expect("health watch")
+    .expect("a first health report");
+    assert_eq!(
+        first.status(),
+        ServingStatus::Serving,
+        "watch {service:?} before SIGTERM"
+    );
+    watch
+}
+
+/// Reads a health watch until it reports NOT_SERVING or ends; says which.
+async fn until_not_serving(watch: &mut Streaming<HealthCheckResponse>) -> String {
+    loop {
+        match watch.message().await {
+            Ok(Some(report)) if report.status() == ServingStatus::NotServing => {
+                return "NOT_SERVING".to_owned();
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return "stream ended (listener closed)".to_owned(),
+            Err(status) => return format!("stream failed: {}", status_chain(&status)),
+        }
+    }
+}
+
+/// How one roll ended.
+#[derive(Debug)]
+enum Outcome {
+    Rolled,
+    Refused(String),
+    Broken(String),
+}
+
+fn spawn_roller(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    rolled: Arc<AtomicUsize>,
+) -> JoinHandle<Vec<Outcome>> {
+    tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let outcome = match tokio::time::timeout(ROLL_DEADLINE, client.roll()).await {
+                Ok(Ok(value)) if (1..=6).contains(&value) => {
+                    rolled.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Rolled
+                }
+                Ok(Ok(value)) => Outcome::Broken(format!("rolled {value}")),
+                Ok(Err(status)) if is_clean_refusal(&status) => {
+                    Outcome::Refused(status_chain(&status))
+                }
+                Ok(Err(status)) => Outcome::Broken(status_chain(&status)),
+                Err(_) => Outcome::Broken(format!("no answer within {ROLL_DEADLINE:?}")),
+            };
+            let refused = matches!(outcome, Outcome::Refused(_));
+            outcomes.push(outcome);
+            if refused {
+                // The agent is going away; don't spin on connection-refused.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        outcomes
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let grace = Duration::from_secs(5);
+    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
+    let addr = agent.addr("mtls");
+    let tls = pki.client_tls();
+
+    let watcher = Client::mtls(addr, &tls).await.expect("connect the watcher");
+    let mut watches = Vec::new();
+    for service in ["", DICE_SERVICE_NAME] {
+        watches.push((service, serving_watch(&watcher, service).await));
+    }
+
+    // Four rollers share one HTTP/2 connection, so rolls are in flight on it
+    // when the signal lands.
+    let roller = Client::mtls(addr, &tls).await.expect("connect the roller");
+    let stop = Arc::new(AtomicBool::new(false));
+    let rolled = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| spawn_roller(roller.clone(), Arc::clone(&stop), Arc::clone(&rolled)))
+        .collect();
+    let warmed = poll_until_async(Duration::from_secs(10), || {
+        let rolled = Arc::clone(&rolled);
+        async move { rolled.load(Ordering::Relaxed) >= 50 }
+    })
+    .await;
+    assert!(
+        warmed,
+        "rollers made only {} rolls before SIGTERM",
+        rolled.load(Ordering::Relaxed)
+    );
+
+    agent.signal(Signal::TERM);
+    let signalled = Instant::now();
+
+    for (service, watch) in &mut watches {
+        let seen = within(
+            grace + EXIT_SLACK,
+            "health after SIGTERM",
+            until_not_serving(watch),
+        )
+        .await;
+        eprintln!("health {service:?} after SIGTERM: {seen}");
+    }
+    // Let the watch streams finish so the drain can complete.
+    drop(watches);
+    drop(watcher);
+
+    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK));
+    stop.store(true, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.expect("roller task"));
+    }
+
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "dice-agent still running {grace:?} + {EXIT_SLACK:?} after SIGTERM\n{}",
+            agent.dump()
+        )
+    });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM\n{}",
+        agent.dump()
+    );
+    assert!(signalled.elapsed() < grace + EXIT_SLACK);
+
+    let broken: Vec<&String> = (outcomes.iter())
+        .filter_map(|outcome| match outcome {
+            Outcome::Broken(why) => Some(why),
+            _ => None,
+        })
+        .collect();
+    let rolls = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Rolled))
+        .count();
+    let refusals: std::collections::BTreeSet<&String> = (outcomes.iter())
+        .filter_map(|outcome| match outcome {
+            Outcome::Refused(why) => Some(why),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "{rolls} rolls, {} broken; clean refusals seen: {refusals:#?}",
+        broken.len()
+    );
+    assert!(broken.is_empty(), "RPCs broken by shutdown: {broken:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    // A long grace period: the agent must exit as soon as the last call ends, not at the deadline.
+    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("30s"));
+    let addr = agent.addr("mtls");
+    let tls = pki.client_tls();
+
+    let watcher = Client::mtls(addr, &tls).await.expect("connect the watcher");
+    let mut watch = serving_watch(&watcher, DICE_SERVICE_NAME).await;
+
+    agent.signal(Signal::TERM);
+    let seen = within(
+        ROLL_DEADLINE * 2,
+        "health after SIGTERM",
+        until_not_serving(&mut watch),
+    )
+    .await;
+    assert_eq!(
+        seen,
+        "NOT_SERVING",
+        "the open watch should see NOT_SERVING\n{}",
+        agent.dump()
+    );
+
+    // New clients are turned away while the watch keeps the agent draining.
+    let refused = poll_until_async(Duration::from_secs(5), || {
+        let tls = tls.clone();
+        async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), roll_once(addr, &tls)).await,
+                Err(_) | Ok(Err(_))
+            )
+        }
+    })
+    .await;
+    assert!(
+        refused,
+        "a new client could still roll after SIGTERM\n{}",
+        agent.dump()
+    );
+
+    drop(watch);
+    drop(watcher);
+    let status = tokio::task::block_in_place(|| agent.wait_exit(Duration::from_secs(5)))
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent kept draining after its last call ended\n{}",
+                agent.dump()
+            )
+        });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM\n{}",
+        agent.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let grace = Duration::from_secs(2);
+    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("2s"));
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect");
+    // Held open through the whole shutdown.
+    let _watch = serving_watch(&client, DICE_SERVICE_NAME).await;
+
+    let signalled = Instant::now();
+    agent.signal(Signal::TERM);
+    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK))
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent outlived its {grace:?} grace period\n{}",
+                agent.dump()
+            )
+        });
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM\n{}",
+        agent.dump()
+    );
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
+    agent.signal(Signal::INT);
+    let status = agent
+        .wait_exit(Duration::from_secs(5) + EXIT_SLACK)
+        .unwrap_or_else(|| panic!("the agent ignored SIGINT\n{}", agent.dump()));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGINT\n{}",
+        agent.dump()
+    );
+}
