@@ -24,6 +24,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The verified client certificate, on mTLS listeners.
     pub client: Option<Arc<ClientIdentity>>,
+    /// Whether the listener trusts its proxy's client-subject header.
+    pub trusted_proxy: bool,
 }
 
 /// The identity a verified client certificate carries.

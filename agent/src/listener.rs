@@ -74,6 +74,7 @@ pub async fn accept_loop(
             mode,
             peer,
             client: None,
+            trusted_proxy: bound.config.trusted_proxy,
         };
         let Some(profile) = &bound.tls else {
             debug!(listener = %name, %peer, "accepted h2c connection");

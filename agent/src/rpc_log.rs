@@ -17,6 +17,10 @@ use tower::{Layer, Service};
 
 use crate::conn::ConnInfo;
 
+/// The request header in which a trusted TLS-terminating proxy passes the
+/// verified client certificate's subject (nginx: `$ssl_client_s_dn`).
+pub const PROXY_CLIENT_SUBJECT_HEADER: &str = "x-client-subject";
+
 /// Wraps the gRPC router so each RPC is logged when it ends.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcLogLayer;
@@ -119,6 +123,7 @@ struct RpcRecord {
     authority: String,
     user_agent: String,
     conn: Option<ConnInfo>,
+    proxy_client: Option<String>,
     code: Option<Code>,
 }
 
@@ -137,12 +142,21 @@ impl RpcRecord {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_else(|| header(http::header::HOST));
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        // Anyone can send this header; only a listener behind a trusted proxy believes it.
+        let proxy_client = conn
+            .as_ref()
+            .filter(|c| c.trusted_proxy)
+            .and_then(|_| request.headers().get(PROXY_CLIENT_SUBJECT_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Self {
             started: Instant::now(),
             method: request.uri().path().to_owned(),
             authority,
             user_agent: header(http::header::USER_AGENT),
-            conn: request.extensions().get::<ConnInfo>().cloned(),
+            conn,
+            proxy_client,
             code: None,
         }
     }
@@ -155,6 +169,9 @@ impl Drop for RpcRecord {
         let code = self.code.unwrap_or(Code::Cancelled);
         let conn = self.conn.as_ref();
         let client = conn.and_then(|c| c.client.as_deref());
+        let subject = client
+            .map(|c| c.subject.as_str())
+            .or(self.proxy_client.as_deref());
         tracing::info!(
             target: "dice_agent::rpc",
             method = %self.method,
@@ -165,7 +182,8 @@ impl Drop for RpcRecord {
             peer = %conn.map(|c| c.peer.to_string()).unwrap_or_default(),
             user_agent = %self.user_agent,
             listener = %conn.map(|c| &*c.listener).unwrap_or(""),
-            client.subject = client.map(|c| c.subject.as_str()),
+            client.subject = subject,
+            client.via_proxy = self.proxy_client.is_some().then_some(true),
             client.sans = client.map(|c| c.sans.join(",")),
             "rpc"
         );

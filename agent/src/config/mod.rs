@@ -65,6 +65,10 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// `mode`, with the certificate files an mTLS listener serves.
     pub mode: Mode,
+    /// `trusted_proxy` (h2c only): the local proxy in front of this listener
+    /// verified the client, and its client-subject header may be logged as the
+    /// client's identity. On every other listener that header is ignored.
+    pub trusted_proxy: bool,
 }
 
 /// How a listener speaks.
@@ -372,10 +376,22 @@ impl Validator<'_, '_> {
                 None
             }
         };
+        let trusted_proxy = raw.trusted_proxy.as_ref().is_some_and(|t| *t.get_ref());
+        if let (Some(flag), Some(Mode::Mtls(_))) = (&raw.trusted_proxy, &mode)
+            && *flag.get_ref()
+        {
+            self.report.error(
+                Some(flag.span().start),
+                key("trusted_proxy"),
+                "applies to h2c listeners only: an mtls listener verifies its clients itself",
+                Some("remove trusted_proxy from this listener"),
+            );
+        }
         Some(ListenerConfig {
             name: name?,
             address: address?,
             mode: mode?,
+            trusted_proxy,
         })
     }
 

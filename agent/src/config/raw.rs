@@ -49,6 +49,7 @@ pub struct RawListener {
     pub mode: Spanned<String>,
     #[serde(default)]
     pub allow_public: bool,
+    pub trusted_proxy: Option<Spanned<bool>>,
     pub tls: Option<RawTls>,
 }
 
