@@ -25,8 +25,19 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             listener.address
         );
         let Mode::Mtls(files) = &listener.mode else {
+            if listener.trusted_proxy {
+                let _ = writeln!(
+                    out,
+                    "  trusted_proxy: logs the proxy's x-client-subject header as the client"
+                );
+            }
             continue;
         };
+        if listener.allow.allows_any() {
+            let _ = writeln!(out, "  allow any verified client (no allow list)");
+        } else {
+            let _ = writeln!(out, "  allow {}", listener.allow.patterns().join(", "));
+        }
         let Some(profile) = profiles.get(files) else {
             continue;
         };

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use dice_proto::cert::CertSummary;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
@@ -26,6 +27,8 @@ pub struct ConnInfo {
     pub client: Option<Arc<ClientIdentity>>,
     /// Whether the listener trusts its proxy's client-subject header.
     pub trusted_proxy: bool,
+    /// Whether the listener's allow list refused this client: every RPC fails.
+    pub denied: bool,
 }
 
 /// The identity a verified client certificate carries.
@@ -33,6 +36,8 @@ pub struct ConnInfo {
 pub struct ClientIdentity {
     /// Subject distinguished name.
     pub subject: String,
+    /// The subject's common name.
+    pub common_name: Option<String>,
     /// Subject alternative names, as `DNS:...`, `URI:...`, `IP:...`.
     pub sans: Vec<String>,
 }
@@ -44,8 +49,19 @@ impl ClientIdentity {
         let summary = CertSummary::parse(leaf).ok()?;
         Some(Self {
             subject: summary.subject,
+            common_name: summary.common_name,
             sans: summary.sans,
         })
+    }
+
+    /// The names an allow list may match: DNS and URI SANs (without their
+    /// `DNS:`/`URI:` prefix) and the common name.
+    pub fn identities(&self) -> impl Iterator<Item = &str> {
+        let sans = self.sans.iter().filter_map(|san| {
+            san.strip_prefix("DNS:")
+                .or_else(|| san.strip_prefix("URI:"))
+        });
+        sans.chain(self.common_name.as_deref())
     }
 }
 
@@ -54,26 +70,30 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// An accepted connection ready for HTTP/2.
+/// An accepted connection ready for HTTP/2. It holds its listener's
+/// connection slot until it is dropped.
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Conn {
     /// A plaintext (h2c) connection.
-    pub fn plain(stream: TcpStream, info: ConnInfo) -> Self {
+    pub fn plain(stream: TcpStream, info: ConnInfo, slot: OwnedSemaphorePermit) -> Self {
         Self {
             io: Io::Plain(stream),
             info,
+            _slot: slot,
         }
     }
 
     /// A connection whose TLS handshake has finished.
-    pub fn tls(stream: TlsStream<TcpStream>, info: ConnInfo) -> Self {
+    pub fn tls(stream: TlsStream<TcpStream>, info: ConnInfo, slot: OwnedSemaphorePermit) -> Self {
         Self {
             io: Io::Tls(Box::new(stream)),
             info,
+            _slot: slot,
         }
     }
 }

@@ -8,10 +8,12 @@
 //! - [`listener`]: one accept loop per listener, TLS handshakes in their own tasks.
 //! - [`conn`]: an accepted connection and what is known about its peer.
 //! - [`server`]: the tonic server over all listeners, with graceful shutdown.
-//! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC.
+//! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC;
+//!   [`authz`]: per-listener allow lists of client identities.
 //! - [`check`]: `--check`; [`ready`]: the ready file; [`shutdown`]: stop signals;
 //!   [`logging`]: the tracing subscriber.
 
+pub mod authz;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::authz::AllowList;
 use crate::config::{Limits, ListenerConfig};
 use crate::conn::{ClientIdentity, Conn, ConnInfo};
 use crate::tls::TlsProfile;
@@ -47,6 +48,8 @@ pub async fn accept_loop(
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
     let mode = bound.config.mode.as_str();
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let allow = Arc::new(bound.config.allow.clone());
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -67,6 +70,10 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
+            continue;
+        };
         // Disabling Nagle matters for small gRPC messages; failure only costs latency.
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
@@ -75,10 +82,11 @@ pub async fn accept_loop(
             peer,
             client: None,
             trusted_proxy: bound.config.trusted_proxy,
+            denied: false,
         };
         let Some(profile) = &bound.tls else {
             debug!(listener = %name, %peer, "accepted h2c connection");
-            if conns.send(Conn::plain(stream, info)).await.is_err() {
+            if conns.send(Conn::plain(stream, info, slot)).await.is_err() {
                 break;
             }
             continue;
@@ -90,9 +98,18 @@ pub async fn accept_loop(
         let acceptor = TlsAcceptor::from(profile.server_config());
         let span = info_span!("conn", listener = %name, %peer);
         let conns = conns.clone();
+        let allow = allow.clone();
         tasks.spawn(
             async move {
-                let conn = handshake(acceptor, stream, info, limits.handshake_timeout).await;
+                let conn = handshake(
+                    acceptor,
+                    stream,
+                    info,
+                    limits.handshake_timeout,
+                    &allow,
+                    slot,
+                )
+                .await;
                 drop(permit);
                 if let Some(conn) = conn {
                     let _ = conns.send(conn).await;
@@ -109,14 +126,23 @@ async fn handshake(
     stream: TcpStream,
     mut info: ConnInfo,
     limit: Duration,
+    allow: &AllowList,
+    slot: OwnedSemaphorePermit,
 ) -> Option<Conn> {
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             info.client = ClientIdentity::from_tls(&tls).map(Arc::new);
-            if let Some(client) = &info.client {
-                debug!(client.subject = %client.subject, "TLS handshake done");
+            match &info.client {
+                Some(client) if allow.allows(client) => {
+                    debug!(client.subject = %client.subject, "TLS handshake done");
+                }
+                Some(client) => {
+                    warn!(client.subject = %client.subject, client.sans = %client.sans.join(","), "client not in the listener's allow list; its RPCs get PERMISSION_DENIED");
+                    info.denied = true;
+                }
+                None => info.denied = !allow.allows_any(),
             }
-            Some(Conn::tls(tls, info))
+            Some(Conn::tls(tls, info, slot))
         }
         Ok(Err(error)) => {
             info!(%error, "TLS handshake failed");

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use dice_proto::api::dice_service_server::DiceServiceServer;
@@ -18,6 +17,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::authz::AuthzLayer;
 use crate::config::Config;
 use crate::info::{AgentState, Info};
 use crate::listener::{BoundListener, accept_loop};
@@ -27,10 +27,6 @@ use crate::rpc_log::RpcLogLayer;
 use crate::service::Dice;
 use crate::shutdown::StopSignals;
 
-/// How often an idle HTTP/2 connection is pinged, so dead peers are noticed.
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a keepalive ping may go unanswered before the connection is closed.
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Finished connections waiting for the HTTP/2 server to pick them up.
 const ACCEPTED_QUEUE: usize = 256;
 
@@ -43,16 +39,20 @@ pub async fn serve(
     reloader: Reloader,
     ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let limits = config.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(limits.max_message_bytes);
     health.set_serving::<DiceServiceServer<Dice>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dice_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .context("cannot build the reflection service")?;
+        .context("cannot build the reflection service")?
+        .max_decoding_message_size(limits.max_message_bytes);
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dice_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .context("cannot build the reflection service")?;
+        .context("cannot build the reflection service")?
+        .max_decoding_message_size(limits.max_message_bytes);
 
     let ready_text = ready::render(&listeners).context("cannot read a bound address")?;
     let stop = CancellationToken::new();
@@ -71,13 +71,20 @@ pub async fn serve(
 
     let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
     let server = Server::builder()
-        .timeout(config.limits.request_timeout)
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX))
         .layer(RpcLogLayer)
+        .layer(AuthzLayer)
         .add_service(health_service)
-        .add_service(DiceServiceServer::new(Dice))
-        .add_service(AgentInfoServiceServer::new(Info::new(state)))
+        .add_service(
+            DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            AgentInfoServiceServer::new(Info::new(state))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());

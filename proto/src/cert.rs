@@ -11,6 +11,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub struct CertSummary {
     /// Subject distinguished name, e.g. `CN=node-1, O=dice fleet`.
     pub subject: String,
+    /// The subject's common name (CN), if it has one.
+    pub common_name: Option<String>,
     /// Issuer distinguished name.
     pub issuer: String,
     /// Subject alternative names as `DNS:name`, `IP:addr`, `URI:uri`, `email:addr`.
@@ -49,8 +51,15 @@ impl CertSummary {
                     .collect()
             })
             .unwrap_or_default();
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
         Self {
             subject: cert.subject().to_string(),
+            common_name,
             issuer: cert.issuer().to_string(),
             sans,
             serial: cert

@@ -14,10 +14,23 @@ pub use error::{ConfigError, ConfigErrors};
 use raw::{RawConfig, RawListener, RawTls};
 use toml::Spanned;
 
+use crate::authz::AllowList;
+
 /// Default for `limits.handshake_timeout`: how long a peer may take to finish the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `limits.max_handshakes`: TLS handshakes in flight per listener before new connections are refused.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Default for `limits.max_connections`: open connections per listener; more are refused at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `limits.max_concurrent_streams`: RPCs in flight on one HTTP/2 connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 100;
+/// Default for `limits.max_message_bytes`: the largest request message decoded.
+/// A RollDieRequest is empty; 4 KiB leaves room for health and reflection requests.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4096;
+/// Default for `limits.keepalive_interval`: how often an HTTP/2 connection is pinged.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default for `limits.keepalive_timeout`: how long a ping may go unanswered before the connection is closed.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default for `limits.request_timeout`: the longest an RPC may run before it fails with `CANCELLED`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `shutdown.grace_period`: how long in-flight RPCs may run after SIGTERM.
@@ -69,6 +82,8 @@ pub struct ListenerConfig {
     /// verified the client, and its client-subject header may be logged as the
     /// client's identity. On every other listener that header is ignored.
     pub trusted_proxy: bool,
+    /// `allow` (mtls only): the client identities served; empty serves any verified client.
+    pub allow: AllowList,
 }
 
 /// How a listener speaks.
@@ -169,8 +184,18 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// `max_handshakes`.
     pub max_handshakes: usize,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// `max_concurrent_streams`.
+    pub max_concurrent_streams: usize,
+    /// `max_message_bytes`.
+    pub max_message_bytes: usize,
     /// `request_timeout`.
     pub request_timeout: Duration,
+    /// `keepalive_interval`.
+    pub keepalive_interval: Duration,
+    /// `keepalive_timeout`.
+    pub keepalive_timeout: Duration,
 }
 
 /// Loads and validates the config file at `path`, returning every error found.
@@ -387,11 +412,37 @@ impl Validator<'_, '_> {
                 Some("remove trusted_proxy from this listener"),
             );
         }
+        let allow = raw
+            .allow
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default();
+        if let (Some(list), Some(Mode::H2c)) = (&raw.allow, &mode) {
+            self.report.error(
+                Some(list.span().start),
+                key("allow"),
+                "applies to mtls listeners only: an h2c listener sees no client certificate",
+                Some("remove allow from this listener, or restrict clients at the proxy"),
+            );
+        }
+        if let Some(list) = &raw.allow
+            && let Some(bad) = list.get_ref().iter().find(|p| p.trim().is_empty())
+        {
+            self.report.error(
+                Some(list.span().start),
+                key("allow"),
+                format!("empty pattern \"{bad}\""),
+                Some(
+                    "list DNS or URI SANs or common names, e.g. [\"dicectl\", \"spiffe://dice/*\"]",
+                ),
+            );
+        }
         Some(ListenerConfig {
             name: name?,
             address: address?,
             mode: mode?,
             trusted_proxy,
+            allow: AllowList::new(allow),
         })
     }
 
@@ -515,26 +566,64 @@ impl Validator<'_, '_> {
             "limits.request_timeout",
             DEFAULT_REQUEST_TIMEOUT,
         );
-        let max_handshakes = match &raw.max_handshakes {
-            None => Some(DEFAULT_MAX_HANDSHAKES),
-            Some(n) => match usize::try_from(*n.get_ref()) {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    self.report.error(
-                        Some(n.span().start),
-                        "limits.max_handshakes",
-                        format!("must be a positive number, not {}", n.get_ref()),
-                        Some("the default is 1024"),
-                    );
-                    None
-                }
-            },
-        };
+        let max_handshakes = self.count(
+            raw.max_handshakes.as_ref(),
+            "limits.max_handshakes",
+            DEFAULT_MAX_HANDSHAKES,
+        );
+        let max_connections = self.count(
+            raw.max_connections.as_ref(),
+            "limits.max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        let max_concurrent_streams = self.count(
+            raw.max_concurrent_streams.as_ref(),
+            "limits.max_concurrent_streams",
+            DEFAULT_MAX_CONCURRENT_STREAMS,
+        );
+        let max_message_bytes = self.count(
+            raw.max_message_bytes.as_ref(),
+            "limits.max_message_bytes",
+            DEFAULT_MAX_MESSAGE_BYTES,
+        );
+        let keepalive_interval = self.duration(
+            raw.keepalive_interval.as_ref(),
+            "limits.keepalive_interval",
+            DEFAULT_KEEPALIVE_INTERVAL,
+        );
+        let keepalive_timeout = self.duration(
+            raw.keepalive_timeout.as_ref(),
+            "limits.keepalive_timeout",
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        );
         Some(Limits {
             handshake_timeout: handshake_timeout?,
             max_handshakes: max_handshakes?,
+            max_connections: max_connections?,
+            max_concurrent_streams: max_concurrent_streams?,
+            max_message_bytes: max_message_bytes?,
             request_timeout: request_timeout?,
+            keepalive_interval: keepalive_interval?,
+            keepalive_timeout: keepalive_timeout?,
         })
+    }
+
+    fn count(&mut self, raw: Option<&Spanned<i64>>, key: &str, default: usize) -> Option<usize> {
+        let Some(n) = raw else {
+            return Some(default);
+        };
+        match usize::try_from(*n.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.report.error(
+                    Some(n.span().start),
+                    key,
+                    format!("must be a positive number, not {}", n.get_ref()),
+                    Some(&format!("the default is {default}")),
+                );
+                None
+            }
+        }
     }
 
     fn duration(

@@ -50,6 +50,7 @@ pub struct RawListener {
     #[serde(default)]
     pub allow_public: bool,
     pub trusted_proxy: Option<Spanned<bool>>,
+    pub allow: Option<Spanned<Vec<String>>>,
     pub tls: Option<RawTls>,
 }
 
@@ -67,7 +68,12 @@ pub struct RawLog {
 pub struct RawLimits {
     pub handshake_timeout: Option<Spanned<String>>,
     pub max_handshakes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_concurrent_streams: Option<Spanned<i64>>,
+    pub max_message_bytes: Option<Spanned<i64>>,
     pub request_timeout: Option<Spanned<String>>,
+    pub keepalive_interval: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
 }
 
 /// `[shutdown]`.
