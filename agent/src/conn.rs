@@ -5,14 +5,18 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use dice_proto::cert::CertSummary;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
+use tracing::debug;
 
 /// What the agent knows about a connection's peer.
 #[derive(Debug, Clone)]
@@ -29,6 +33,54 @@ pub struct ConnInfo {
     pub trusted_proxy: bool,
     /// Whether the listener's allow list refused this client: every RPC fails.
     pub denied: bool,
+    /// RPCs in flight on this connection, for the idle timeout.
+    pub activity: Arc<Activity>,
+}
+
+/// Tracks RPCs on one connection so an idle one can be closed.
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `opened` to the last RPC start or end.
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Records that an RPC started.
+    pub fn rpc_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Records that an RPC ended.
+    pub fn rpc_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// When the connection becomes idle-expired, or `None` while RPCs are in flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle)
+    }
 }
 
 /// The identity a verified client certificate carries.
@@ -71,29 +123,71 @@ enum Io {
 }
 
 /// An accepted connection ready for HTTP/2. It holds its listener's
-/// connection slot until it is dropped.
+/// connection slot until it is dropped, and reads as closed once no RPC has
+/// run on it for the idle timeout.
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    idle: IdleTimer,
     _slot: OwnedSemaphorePermit,
+}
+
+struct IdleTimer {
+    limit: Duration,
+    sleep: Pin<Box<Sleep>>,
 }
 
 impl Conn {
     /// A plaintext (h2c) connection.
-    pub fn plain(stream: TcpStream, info: ConnInfo, slot: OwnedSemaphorePermit) -> Self {
+    pub fn plain(
+        stream: TcpStream,
+        info: ConnInfo,
+        idle: Duration,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        Self::new(Io::Plain(stream), info, idle, slot)
+    }
+
+    /// A connection whose TLS handshake has finished.
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        info: ConnInfo,
+        idle: Duration,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        Self::new(Io::Tls(Box::new(stream)), info, idle, slot)
+    }
+
+    fn new(io: Io, info: ConnInfo, limit: Duration, slot: OwnedSemaphorePermit) -> Self {
         Self {
-            io: Io::Plain(stream),
+            io,
             info,
+            idle: IdleTimer {
+                limit,
+                sleep: Box::pin(tokio::time::sleep(limit)),
+            },
             _slot: slot,
         }
     }
 
-    /// A connection whose TLS handshake has finished.
-    pub fn tls(stream: TlsStream<TcpStream>, info: ConnInfo, slot: OwnedSemaphorePermit) -> Self {
-        Self {
-            io: Io::Tls(Box::new(stream)),
-            info,
-            _slot: slot,
+    /// Whether the connection has been idle for the limit. Re-arms the timer
+    /// otherwise, so the task wakes when it next could be.
+    fn poll_idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.info.activity.idle_deadline(self.idle.limit);
+            let now = Instant::now();
+            match deadline {
+                Some(deadline) if deadline <= now => return true,
+                Some(deadline) => self.idle.sleep.as_mut().reset(deadline.into()),
+                None => self
+                    .idle
+                    .sleep
+                    .as_mut()
+                    .reset((now + self.idle.limit).into()),
+            }
         }
     }
 }
@@ -112,10 +206,16 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.io {
+        let polled = match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if polled.is_pending() && self.poll_idle_expired(cx) {
+            debug!(peer = %self.info.peer, listener = %self.info.listener, "closing idle connection");
+            // Reads as end of stream: the HTTP/2 server closes the connection.
+            return Poll::Ready(Ok(()));
         }
+        polled
     }
 }
 

@@ -83,10 +83,15 @@ pub async fn accept_loop(
             client: None,
             trusted_proxy: bound.config.trusted_proxy,
             denied: false,
+            activity: Arc::default(),
         };
         let Some(profile) = &bound.tls else {
             debug!(listener = %name, %peer, "accepted h2c connection");
-            if conns.send(Conn::plain(stream, info, slot)).await.is_err() {
+            if conns
+                .send(Conn::plain(stream, info, limits.idle_timeout, slot))
+                .await
+                .is_err()
+            {
                 break;
             }
             continue;
@@ -101,15 +106,7 @@ pub async fn accept_loop(
         let allow = allow.clone();
         tasks.spawn(
             async move {
-                let conn = handshake(
-                    acceptor,
-                    stream,
-                    info,
-                    limits.handshake_timeout,
-                    &allow,
-                    slot,
-                )
-                .await;
+                let conn = handshake(acceptor, stream, info, limits, &allow, slot).await;
                 drop(permit);
                 if let Some(conn) = conn {
                     let _ = conns.send(conn).await;
@@ -125,11 +122,11 @@ async fn handshake(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     mut info: ConnInfo,
-    limit: Duration,
+    limits: Limits,
     allow: &AllowList,
     slot: OwnedSemaphorePermit,
 ) -> Option<Conn> {
-    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             info.client = ClientIdentity::from_tls(&tls).map(Arc::new);
             match &info.client {
@@ -142,14 +139,14 @@ async fn handshake(
                 }
                 None => info.denied = !allow.allows_any(),
             }
-            Some(Conn::tls(tls, info, slot))
+            Some(Conn::tls(tls, info, limits.idle_timeout, slot))
         }
         Ok(Err(error)) => {
             info!(%error, "TLS handshake failed");
             None
         }
         Err(_) => {
-            info!(timeout = ?limit, "TLS handshake timed out");
+            info!(timeout = ?limits.handshake_timeout, "TLS handshake timed out");
             None
         }
     }

@@ -143,6 +143,10 @@ impl RpcRecord {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_else(|| header(http::header::HOST));
         let conn = request.extensions().get::<ConnInfo>().cloned();
+        // The record's life is the RPC's: it also feeds the connection's idle timer.
+        if let Some(conn) = &conn {
+            conn.activity.rpc_started();
+        }
         // Anyone can send this header; only a listener behind a trusted proxy believes it.
         let proxy_client = conn
             .as_ref()
@@ -164,6 +168,9 @@ impl RpcRecord {
 
 impl Drop for RpcRecord {
     fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            conn.activity.rpc_ended();
+        }
         let duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         // No status at all means the client went away before the RPC ended.
         let code = self.code.unwrap_or(Code::Cancelled);

@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4096;
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Default for `limits.keepalive_timeout`: how long a ping may go unanswered before the connection is closed.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for `limits.idle_timeout`: a connection with no RPC for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default for `limits.request_timeout`: the longest an RPC may run before it fails with `CANCELLED`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `shutdown.grace_period`: how long in-flight RPCs may run after SIGTERM.
@@ -196,6 +198,8 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     /// `keepalive_timeout`.
     pub keepalive_timeout: Duration,
+    /// `idle_timeout`.
+    pub idle_timeout: Duration,
 }
 
 /// Loads and validates the config file at `path`, returning every error found.
@@ -591,6 +595,11 @@ impl Validator<'_, '_> {
             "limits.keepalive_interval",
             DEFAULT_KEEPALIVE_INTERVAL,
         );
+        let idle_timeout = self.duration(
+            raw.idle_timeout.as_ref(),
+            "limits.idle_timeout",
+            DEFAULT_IDLE_TIMEOUT,
+        );
         let keepalive_timeout = self.duration(
             raw.keepalive_timeout.as_ref(),
             "limits.keepalive_timeout",
@@ -605,6 +614,7 @@ impl Validator<'_, '_> {
             request_timeout: request_timeout?,
             keepalive_interval: keepalive_interval?,
             keepalive_timeout: keepalive_timeout?,
+            idle_timeout: idle_timeout?,
         })
     }
 

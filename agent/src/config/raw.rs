@@ -74,6 +74,7 @@ pub struct RawLimits {
     pub request_timeout: Option<Spanned<String>>,
     pub keepalive_interval: Option<Spanned<String>>,
     pub keepalive_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 /// `[shutdown]`.
