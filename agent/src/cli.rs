@@ -10,13 +10,13 @@ use crate::config::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "dice-agent",
-    version,
+    version = dice_proto::VERSION,
     after_help = "EXIT STATUS:\n  0  clean shutdown (or --check found no problem)\n  1  runtime failure\n  2  bad flags, config or certificate files"
 )]
 pub struct Args {
     /// The agent's TOML config file.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["completions", "man"])]
+    pub config: Option<PathBuf>,
     /// Load and validate the config and every certificate file, print a summary, and exit.
     #[arg(long)]
     pub check: bool,
@@ -26,4 +26,10 @@ pub struct Args {
     /// Log format; overrides `log.format` in the config.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Print the shell completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<dice_proto::clidocs::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long, exclusive = true)]
+    pub man: bool,
 }

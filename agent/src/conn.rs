@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dice_proto::cert::CertSummary;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -129,6 +130,8 @@ pub struct Conn {
     io: Io,
     info: ConnInfo,
     idle: IdleTimer,
+    /// This listener's open-connections gauge, decremented on drop.
+    open: Gauge,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -159,7 +162,14 @@ impl Conn {
     }
 
     fn new(io: Io, info: ConnInfo, limit: Duration, slot: OwnedSemaphorePermit) -> Self {
+        let open = crate::metrics::metrics()
+            .open_connections
+            .get_or_create_owned(&crate::metrics::ListenerLabels {
+                listener: info.listener.to_string(),
+            });
+        open.inc();
         Self {
+            open,
             io,
             info,
             idle: IdleTimer {
@@ -189,6 +199,12 @@ impl Conn {
                     .reset((now + self.idle.limit).into()),
             }
         }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 

@@ -10,8 +10,8 @@
 //! - [`server`]: the tonic server over all listeners, with graceful shutdown.
 //! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC;
 //!   [`authz`]: per-listener allow lists of client identities.
-//! - [`check`]: `--check`; [`ready`]: the ready file; [`shutdown`]: stop signals;
-//!   [`logging`]: the tracing subscriber.
+//! - [`check`]: `--check`; [`ready`]: the ready file and [`systemd`] readiness; [`shutdown`]: stop signals;
+//!   [`logging`]: the tracing subscriber; [`metrics`]: Prometheus metrics and `/metrics`.
 
 pub mod authz;
 pub mod check;
@@ -21,12 +21,14 @@ pub mod conn;
 pub mod info;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod ready;
 pub mod reload;
 pub mod rpc_log;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod systemd;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -95,11 +97,19 @@ fn files_contain(files: &TlsFiles, error: &TlsError) -> bool {
     [&files.cert, &files.key, &files.client_ca].contains(&&error.file)
 }
 
+/// Every socket the agent serves on, bound.
+pub struct Bound {
+    /// The gRPC listeners, in config order.
+    pub listeners: Vec<BoundListener>,
+    /// The `/metrics` listener, when `[metrics]` is configured.
+    pub metrics: Option<TcpListener>,
+}
+
 /// Binds every listener of `config`, attaching its certificate material.
 pub async fn bind(
     config: &Config,
     profiles: &HashMap<TlsFiles, Arc<TlsProfile>>,
-) -> anyhow::Result<Vec<BoundListener>> {
+) -> anyhow::Result<Bound> {
     let mut bound = Vec::with_capacity(config.listeners.len());
     for (index, listener) in config.listeners.iter().enumerate() {
         let socket = TcpListener::bind(listener.address).await.map_err(|error| {
@@ -120,7 +130,19 @@ pub async fn bind(
             tls,
         });
     }
-    Ok(bound)
+    let metrics = match config.metrics {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            anyhow::anyhow!(
+                "metrics: cannot bind {address}: {error} (free the port or change metrics.address in {})",
+                config.file.display()
+            )
+        })?),
+        None => None,
+    };
+    Ok(Bound {
+        listeners: bound,
+        metrics,
+    })
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -137,8 +159,8 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
     })?;
     let signals = shutdown::StopSignals::install()
         .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-    let listeners = bind(&config, &profiles).await?;
-    for listener in &listeners {
+    let bound = bind(&config, &profiles).await?;
+    for listener in &bound.listeners {
         let address = listener.local_addr().map_err(anyhow::Error::from)?;
         info!(listener = %listener.config.name, mode = listener.config.mode.as_str(), %address, "listening");
     }
@@ -154,7 +176,8 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
     }
     let state = Arc::new(info::AgentState {
         node: config.node_name.clone(),
-        profiles: listeners
+        profiles: bound
+            .listeners
             .iter()
             .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
             .collect(),
@@ -166,6 +189,6 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
         config.reload,
     )
     .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
-    server::serve(&config, state, listeners, signals, reloader, ready_file).await?;
+    server::serve(&config, state, bound, signals, reloader, ready_file).await?;
     Ok(())
 }

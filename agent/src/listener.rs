@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::authz::AllowList;
 use crate::config::{Limits, ListenerConfig};
 use crate::conn::{ClientIdentity, Conn, ConnInfo};
+use crate::metrics::HandshakeLabels;
 use crate::tls::TlsProfile;
 
 /// The longest pause after a failed `accept` (such as running out of file descriptors).
@@ -126,7 +127,13 @@ async fn handshake(
     allow: &AllowList,
     slot: OwnedSemaphorePermit,
 ) -> Option<Conn> {
-    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+    let listener = info.listener.clone();
+    let (conn, outcome) = match tokio::time::timeout(
+        limits.handshake_timeout,
+        acceptor.accept(stream),
+    )
+    .await
+    {
         Ok(Ok(tls)) => {
             info.client = ClientIdentity::from_tls(&tls).map(Arc::new);
             match &info.client {
@@ -139,15 +146,43 @@ async fn handshake(
                 }
                 None => info.denied = !allow.allows_any(),
             }
-            Some(Conn::tls(tls, info, limits.idle_timeout, slot))
+            let outcome = if info.denied { "denied" } else { "ok" };
+            (
+                Some(Conn::tls(tls, info, limits.idle_timeout, slot)),
+                outcome,
+            )
         }
         Ok(Err(error)) => {
             info!(%error, "TLS handshake failed");
-            None
+            (None, handshake_outcome(&error))
         }
         Err(_) => {
             info!(timeout = ?limits.handshake_timeout, "TLS handshake timed out");
-            None
+            (None, "timeout")
         }
+    };
+    crate::metrics::metrics()
+        .handshakes
+        .get_or_create(&HandshakeLabels {
+            listener: listener.to_string(),
+            outcome,
+        })
+        .inc();
+    conn
+}
+
+/// Names a failed handshake for the handshakes metric.
+fn handshake_outcome(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_cert",
+        Some(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "unknown_ca",
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => "revoked",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "expired",
+        _ => "error",
     }
 }

@@ -3,12 +3,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dice_agent::{RunError, check, cli::Args, config, logging};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match config::load(&args.config) {
+    if let Some(shell) = args.completions {
+        dice_proto::clidocs::write_completions(Args::command(), shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return match dice_proto::clidocs::write_man(Args::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("dice-agent: cannot write the man page: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let Some(config_path) = args.config else {
+        eprintln!("dice-agent: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match config::load(&config_path) {
         Ok(config) => config,
         Err(errors) => {
             for error in &errors.0 {

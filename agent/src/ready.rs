@@ -1,5 +1,5 @@
 //! The ready file: the addresses actually bound, one line per listener
-//! (`NAME MODE ADDRESS`), written atomically once every listener is bound.
+//! (`NAME MODE ADDRESS`, and `metrics metrics ADDRESS` for the metrics endpoint), written atomically once every listener is bound.
 //! Scripts and tests wait for it instead of sleeping.
 
 use std::io::Write;
@@ -7,18 +7,21 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::listener::BoundListener;
+use crate::Bound;
 
-/// Renders the ready file's lines.
-pub fn render(listeners: &[BoundListener]) -> std::io::Result<String> {
+/// Renders the ready file's lines; the metrics listener, if any, is `metrics metrics ADDRESS`.
+pub fn render(bound: &Bound) -> std::io::Result<String> {
     let mut text = String::new();
-    for listener in listeners {
+    for listener in &bound.listeners {
         let address = listener.local_addr()?;
         text.push_str(&format!(
             "{} {} {address}\n",
             listener.config.name,
             listener.config.mode.as_str()
         ));
+    }
+    if let Some(metrics) = &bound.metrics {
+        text.push_str(&format!("metrics metrics {}\n", metrics.local_addr()?));
     }
     Ok(text)
 }

@@ -99,7 +99,13 @@ impl Reloader {
                 _ = tick(poll.as_mut()) => Trigger::Changed,
                 () = tokio::time::sleep(RETRY_INTERVAL), if retry => Trigger::Changed,
             };
-            self.check_all(trigger);
+            if trigger == Trigger::Forced {
+                crate::systemd::reloading();
+                self.check_all(trigger);
+                crate::systemd::ready();
+            } else {
+                self.check_all(trigger);
+            }
         }
     }
 
@@ -168,6 +174,8 @@ impl Reloader {
         if bytes.fingerprint() == current.fingerprint {
             if self.failing[index].take().is_some() {
                 info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate files agree with the served material again");
+                // The failure recorded for the info API is over: say so.
+                self.record(true, String::new());
             } else if trigger == Trigger::Forced {
                 info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate material unchanged");
                 self.record(true, String::new());
@@ -218,6 +226,11 @@ impl Reloader {
     }
 
     fn record(&self, ok: bool, error: String) {
+        let outcome = if ok { "ok" } else { "rejected" };
+        crate::metrics::metrics()
+            .reloads
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
         let result = ReloadResult {
             time: rfc3339(crate::unix_now()),
             ok,

@@ -16,6 +16,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::conn::ConnInfo;
+use crate::metrics::{MethodLabels, RpcLabels};
 
 /// The request header in which a trusted TLS-terminating proxy passes the
 /// verified client certificate's subject (nginx: `$ssl_client_s_dn`).
@@ -171,9 +172,11 @@ impl Drop for RpcRecord {
         if let Some(conn) = &self.conn {
             conn.activity.rpc_ended();
         }
-        let duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = self.started.elapsed();
+        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // No status at all means the client went away before the RPC ended.
         let code = self.code.unwrap_or(Code::Cancelled);
+        record_metrics(&self.method, code, elapsed.as_secs_f64());
         let conn = self.conn.as_ref();
         let client = conn.and_then(|c| c.client.as_deref());
         let subject = client
@@ -195,6 +198,29 @@ impl Drop for RpcRecord {
             "rpc"
         );
     }
+}
+
+fn record_metrics(method: &str, code: Code, seconds: f64) {
+    // Paths of no service are labelled as one, so a peer cannot grow the label set.
+    let method = if code == Code::Unimplemented {
+        "other"
+    } else {
+        method
+    };
+    let metrics = crate::metrics::metrics();
+    metrics
+        .rpcs
+        .get_or_create(&RpcLabels {
+            method: method.to_owned(),
+            code: format!("{code:?}"),
+        })
+        .inc();
+    metrics
+        .rpc_duration
+        .get_or_create(&MethodLabels {
+            method: method.to_owned(),
+        })
+        .observe(seconds);
 }
 
 fn grpc_code(headers: &HeaderMap) -> Option<Code> {

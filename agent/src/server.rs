@@ -17,10 +17,11 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::Bound;
 use crate::authz::AuthzLayer;
 use crate::config::Config;
 use crate::info::{AgentState, Info};
-use crate::listener::{BoundListener, accept_loop};
+use crate::listener::accept_loop;
 use crate::ready;
 use crate::reload::Reloader;
 use crate::rpc_log::RpcLogLayer;
@@ -34,7 +35,7 @@ const ACCEPTED_QUEUE: usize = 256;
 pub async fn serve(
     config: &Config,
     state: Arc<AgentState>,
-    listeners: Vec<BoundListener>,
+    bound: Bound,
     mut signals: StopSignals,
     reloader: Reloader,
     ready_file: Option<&Path>,
@@ -54,11 +55,17 @@ pub async fn serve(
         .context("cannot build the reflection service")?
         .max_decoding_message_size(limits.max_message_bytes);
 
-    let ready_text = ready::render(&listeners).context("cannot read a bound address")?;
+    let ready_text = ready::render(&bound).context("cannot read a bound address")?;
     let stop = CancellationToken::new();
     let (accepted, incoming) = mpsc::channel(ACCEPTED_QUEUE);
     let mut accept_loops = JoinSet::new();
-    for listener in listeners {
+    if let Some(metrics) = bound.metrics {
+        if let Ok(address) = metrics.local_addr() {
+            info!(%address, "serving metrics at /metrics");
+        }
+        accept_loops.spawn(crate::metrics::http::serve(metrics, stop.clone()));
+    }
+    for listener in bound.listeners {
         accept_loops.spawn(accept_loop(
             listener,
             config.limits,
@@ -93,6 +100,7 @@ pub async fn serve(
     if let Some(path) = ready_file {
         ready::write(path, &ready_text)?;
     }
+    crate::systemd::ready();
     info!("ready");
 
     let signal = tokio::select! {
@@ -107,6 +115,7 @@ pub async fn serve(
         }
     };
     info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
+    crate::systemd::stopping();
     health.set_not_serving::<DiceServiceServer<Dice>>().await;
     health
         .set_service_status("", ServingStatus::NotServing)

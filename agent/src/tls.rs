@@ -256,6 +256,7 @@ pub struct TlsProfile {
 impl TlsProfile {
     /// A profile serving `material`, loaded from `files`.
     pub fn new(files: TlsFiles, material: TlsMaterial) -> Self {
+        export_not_after(&files, &material);
         Self {
             files,
             current: ArcSwap::from_pointee(material),
@@ -274,6 +275,16 @@ impl TlsProfile {
 
     /// Serves `material` from the next handshake on.
     pub fn install(&self, material: TlsMaterial) {
+        export_not_after(&self.files, &material);
         self.current.store(Arc::new(material));
     }
+}
+
+fn export_not_after(files: &TlsFiles, material: &TlsMaterial) {
+    crate::metrics::metrics()
+        .cert_not_after
+        .get_or_create(&crate::metrics::CertLabels {
+            cert: files.cert.path.display().to_string(),
+        })
+        .set(material.leaf.not_after);
 }

@@ -6,8 +6,10 @@
 //! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
+//! - [`clidocs`]: shell completions and man pages from the clap definitions.
 
 pub mod cert;
+pub mod clidocs;
 pub mod crypto;
 pub mod pem;
 
@@ -26,6 +28,17 @@ pub mod info {
 /// The encoded descriptor set of every proto in this crate, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/dice_descriptor.bin"));
+
+/// The git commit the binaries were built from, or `unknown`.
+pub const GIT_COMMIT: &str = env!("DICE_GIT_COMMIT");
+
+/// The version line both binaries print for `--version`: `0.1.0 (commit abc123)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DICE_GIT_COMMIT"),
+    ")"
+);
 
 /// The fully qualified name of the dice service, as health checks and reflection name it.
 pub const DICE_SERVICE_NAME: &str = "api.DiceService";

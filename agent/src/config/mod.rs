@@ -60,6 +60,8 @@ pub struct Config {
     pub grace_period: Duration,
     /// `[reload]`.
     pub reload: ReloadConfig,
+    /// `metrics.address`: where `/metrics` is served; `None` without a `[metrics]` table.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[reload]`: how certificate files are watched.
@@ -319,7 +321,9 @@ impl Validator<'_, '_> {
             "reload.settle_period",
             DEFAULT_SETTLE_PERIOD,
         );
+        let metrics = raw.metrics.as_ref().map(|m| self.metrics(m));
         Some(Config {
+            metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
             reload: ReloadConfig {
                 poll_interval: poll_interval?,
                 settle_period: settle_period?,
@@ -516,6 +520,30 @@ impl Validator<'_, '_> {
                 );
             }
         }
+    }
+
+    fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<SocketAddr> {
+        let Ok(address) = raw.address.get_ref().parse::<SocketAddr>() else {
+            self.report.error(
+                Some(raw.address.span().start),
+                "metrics.address",
+                format!("not an IP:PORT address: \"{}\"", raw.address.get_ref()),
+                Some("write it as 127.0.0.1:9100; port 0 picks a free port"),
+            );
+            return None;
+        };
+        if !address.ip().is_loopback() && !raw.allow_public {
+            self.report.error(
+                Some(raw.address.span().start),
+                "metrics.address",
+                format!(
+                    "metrics on non-loopback address {address} would be readable from the network"
+                ),
+                Some("bind metrics to 127.0.0.1, or set allow_public = true in [metrics]"),
+            );
+            return None;
+        }
+        Some(address)
     }
 
     fn log(&mut self, raw: &raw::RawLog) -> Option<LogConfig> {

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     #[serde(default)]
     pub reload: RawReload,
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub allow_public: bool,
 }
 
 /// `[node]`.

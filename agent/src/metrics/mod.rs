@@ -1,0 +1,160 @@
+//! Prometheus metrics: RPCs by method and status, RPC latency, open
+//! connections, TLS handshakes by outcome, certificate expiry, reloads and
+//! build info. One process-wide registry; `/metrics` renders it in the
+//! Prometheus (OpenMetrics) text format.
+
+pub mod http;
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Labels of an RPC counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The gRPC path, e.g. `/api.DiceService/RollDie`.
+    pub method: String,
+    /// The gRPC status code name, e.g. `Ok`.
+    pub code: String,
+}
+
+/// Labels naming a gRPC method.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The gRPC path.
+    pub method: String,
+}
+
+/// Labels naming a listener.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The listener's name.
+    pub listener: String,
+}
+
+/// Labels of a TLS handshake counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// The listener's name.
+    pub listener: String,
+    /// `ok`, `timeout`, `no_cert`, `unknown_ca`, `revoked`, `expired`, `denied` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a certificate gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// The certificate file.
+    pub cert: String,
+}
+
+/// Labels of a reload counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `rejected`.
+    pub outcome: &'static str,
+}
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `dice_rpcs_total{method,code}`.
+    pub rpcs: Family<RpcLabels, Counter>,
+    /// `dice_rpc_duration_seconds{method}`.
+    pub rpc_duration: Family<MethodLabels, Histogram>,
+    /// `dice_open_connections{listener}`.
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    /// `dice_tls_handshakes_total{listener,outcome}`.
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    /// `dice_certificate_not_after_seconds{cert}`.
+    pub cert_not_after: Family<CertLabels, Gauge>,
+    /// `dice_certificate_reloads_total{outcome}`.
+    pub reloads: Family<OutcomeLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 1.6 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 16,
+    ))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("dice");
+        let rpcs = Family::default();
+        registry.register(
+            "rpcs",
+            "RPCs served, by method and gRPC status code",
+            rpcs.clone(),
+        );
+        let rpc_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "rpc_duration_seconds",
+            "RPC latency, by method",
+            rpc_duration.clone(),
+        );
+        let open_connections = Family::default();
+        registry.register(
+            "open_connections",
+            "Open connections, by listener",
+            open_connections.clone(),
+        );
+        let handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by listener and outcome",
+            handshakes.clone(),
+        );
+        let cert_not_after = Family::default();
+        registry.register(
+            "certificate_not_after_seconds",
+            "End of validity of the served certificate, Unix seconds",
+            cert_not_after.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "certificate_reloads",
+            "Certificate reloads, by outcome",
+            reloads.clone(),
+        );
+        registry.register(
+            "build",
+            "The agent's version and git commit",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", dice_proto::GIT_COMMIT),
+            ]),
+        );
+        Self {
+            registry,
+            rpcs,
+            rpc_duration,
+            open_connections,
+            handshakes,
+            cert_not_after,
+            reloads,
+        }
+    }
+
+    /// Renders every metric in the text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
