@@ -57,6 +57,12 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
         for subject in &material.client_ca_subjects {
             let _ = writeln!(out, "    subject {subject}");
         }
+        for crl in &files.crl {
+            let _ = writeln!(out, "  crl {}", crl.path.display());
+        }
+        for warning in &material.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
     }
     Ok(out)
 }

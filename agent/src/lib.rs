@@ -165,7 +165,9 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
         info!(listener = %listener.config.name, mode = listener.config.mode.as_str(), %address, "listening");
     }
     for profile in profiles.values() {
-        let leaf = &profile.material().leaf;
+        let material = profile.material();
+        material.log_warnings();
+        let leaf = &material.leaf;
         info!(
             cert = %profile.files.cert.path.display(),
             subject = %leaf.subject,

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use dice_proto::cert::rfc3339;
 use dice_proto::info::ReloadResult;
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,10 @@ use crate::tls::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
 /// Quiet time after a file event before files are read, so a burst of writes
 /// (a certificate, then its key) is read once, after the last of them.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The longest a burst of file events can put off reading the files (and
+/// SIGHUP, the poll timer and shutdown): a folder written to more often than
+/// [`DEBOUNCE`] never goes quiet.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// How often material that failed its checks is re-read while it keeps failing.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -55,29 +60,39 @@ pub struct Reloader {
     state: Arc<AgentState>,
     config: ReloadConfig,
     hangup: Signal,
+    /// Woken by the watcher on any event in a watched folder.
+    events: mpsc::Receiver<()>,
+    /// Kept for its watches; `None` if watching failed (then polls and SIGHUP only).
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Reloader {
-    /// Prepares a reloader for `profiles`, installing the SIGHUP handler now so
-    /// a SIGHUP sent once the agent is ready is never lost.
+    /// Prepares a reloader for `profiles`, installing the SIGHUP handler and
+    /// the file watches now, so a SIGHUP sent or a file changed once the agent
+    /// is ready is never lost; then re-reads the files once, for changes made
+    /// after they were loaded but before the watches began.
     pub fn new(
         profiles: Vec<Arc<TlsProfile>>,
         state: Arc<AgentState>,
         config: ReloadConfig,
     ) -> std::io::Result<Self> {
-        Ok(Self {
+        let (sender, events) = mpsc::channel::<()>(1);
+        let mut reloader = Self {
             failing: profiles.iter().map(|_| None).collect(),
             profiles,
             state,
             config,
             hangup: signal(SignalKind::hangup())?,
-        })
+            events,
+            _watcher: None,
+        };
+        reloader._watcher = reloader.watch(sender);
+        reloader.check_all(Trigger::Changed);
+        Ok(reloader)
     }
 
     /// Watches and reloads until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        let (events, mut event_rx) = mpsc::channel::<()>(1);
-        let _watcher = self.watch(events);
         let mut poll = self.config.poll_interval.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -88,8 +103,22 @@ impl Reloader {
             let retry = self.failing.iter().any(Option::is_some);
             let trigger = tokio::select! {
                 () = stop.cancelled() => return,
-                Some(()) = event_rx.recv() => {
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, event_rx.recv()).await {}
+                Some(()) = self.events.recv() => {
+                    // Quiet for DEBOUNCE, or MAX_DEBOUNCE at most: a folder that never
+                    // goes quiet must not hold off reloads, SIGHUP or shutdown.
+                    let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    loop {
+                        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            event = tokio::time::timeout_at(quiet, self.events.recv()) => {
+                                let more = matches!(event, Ok(Some(())));
+                                if !more || tokio::time::Instant::now() >= give_up {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     Trigger::Changed
                 }
                 _ = self.hangup.recv() => {
@@ -114,7 +143,9 @@ impl Reloader {
     fn watch(&self, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         let mut watcher = match notify::recommended_watcher(
             move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // Opening a file is no change, and the checks open every file:
+                // waking on opens would make each check wake the next, forever.
+                if event.is_ok_and(|event| !is_read(&event.kind)) {
                     // A full channel already holds a wake-up: nothing is lost.
                     let _ = events.try_send(());
                 }
@@ -141,7 +172,10 @@ impl Reloader {
         let mut dirs = BTreeSet::new();
         for profile in &self.profiles {
             let files = &profile.files;
-            for file in [&files.cert, &files.key, &files.client_ca] {
+            for file in [&files.cert, &files.key, &files.client_ca]
+                .into_iter()
+                .chain(&files.crl)
+            {
                 let resolved = std::fs::canonicalize(&file.path).ok();
                 for path in std::iter::once(file.path.as_path()).chain(resolved.as_deref()) {
                     if let Some(dir) = path.parent() {
@@ -193,6 +227,7 @@ impl Reloader {
                     not_after = %rfc3339(material.leaf.not_after),
                     "certificate reloaded"
                 );
+                material.log_warnings();
                 profile.install(material);
                 self.failing[index] = None;
                 self.record(true, String::new());
@@ -243,11 +278,49 @@ impl Reloader {
     }
 }
 
+/// An event that only says a file was opened or read. A write that ends
+/// (`Close(Write)`) counts as a change.
+fn is_read(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
+}
+
 async fn tick(interval: Option<&mut tokio::time::Interval>) {
     match interval {
         Some(interval) => {
             interval.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn opens_and_reads_are_not_changes() {
+        let reads = [
+            AccessKind::Open(AccessMode::Any),
+            AccessKind::Close(AccessMode::Read),
+            AccessKind::Read,
+            AccessKind::Any,
+        ];
+        for kind in reads {
+            assert!(is_read(&EventKind::Access(kind)), "{kind:?}");
+        }
+        let changes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+        ];
+        for kind in changes {
+            assert!(!is_read(&kind), "{kind:?}");
+        }
     }
 }

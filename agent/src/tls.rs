@@ -9,10 +9,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use dice_proto::cert::{CertSummary, check_chain_links, rfc3339};
 use dice_proto::pem;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
+use x509_parser::prelude::FromDer;
 
 use crate::config::{FileRef, TlsFiles};
 
@@ -61,13 +63,17 @@ fn pem_reason(error: &pem::PemError, file: &FileRef) -> String {
 const CERT_HINT: &str = "point it at a PEM certificate chain, leaf first";
 const KEY_HINT: &str = "point it at the PEM private key of the certificate";
 const CA_HINT: &str = "point it at the PEM bundle of the CA that signs client certificates";
+const CRL_HINT: &str = "point it at a CRL in PEM or DER form, as the CA publishes it";
 
 /// The bytes of a profile's three files, read once so the same content is
 /// both fingerprinted and parsed. Its `Debug` never shows the bytes.
 pub struct TlsBytes {
     cert: Vec<u8>,
     key: Vec<u8>,
+    /// The key file's permission bits: a chmod is a change too.
+    key_mode: u32,
     client_ca: Vec<u8>,
+    crl: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for TlsBytes {
@@ -81,7 +87,14 @@ impl TlsBytes {
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
-        (&self.cert, &self.key, &self.client_ca).hash(&mut hasher);
+        (
+            &self.cert,
+            &self.key,
+            self.key_mode,
+            &self.client_ca,
+            &self.crl,
+        )
+            .hash(&mut hasher);
         hasher.finish()
     }
 
@@ -97,10 +110,19 @@ impl TlsBytes {
                 fail(file, message, hint)
             })
         };
+        let key_mode = std::fs::metadata(&files.key.path)
+            .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777)
+            .unwrap_or(0);
         Ok(Self {
             cert: read(&files.cert, CERT_HINT)?,
             key: read(&files.key, KEY_HINT)?,
+            key_mode,
             client_ca: read(&files.client_ca, CA_HINT)?,
+            crl: files
+                .crl
+                .iter()
+                .map(|file| read(file, CRL_HINT))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -116,12 +138,22 @@ pub struct TlsMaterial {
     pub server_config: Arc<ServerConfig>,
     /// The fingerprint of the bytes it was built from (see [`TlsBytes::fingerprint`]).
     pub fingerprint: u64,
+    /// Problems that do not stop the material from serving, such as an expired
+    /// CRL or a key file others can read; logged whenever the material is loaded.
+    pub warnings: Vec<String>,
 }
 
 impl TlsMaterial {
     /// Reads and checks the files, then builds the server config. `now` is Unix seconds.
     pub fn load(files: &TlsFiles, now: i64) -> Result<Self, TlsError> {
         Self::from_bytes(files, TlsBytes::read(files)?, now)
+    }
+
+    /// Logs each of [`TlsMaterial::warnings`] at warn.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!("{warning}");
+        }
     }
 
     /// Checks the files' bytes: the chain parses and links up, the leaf is valid
@@ -165,7 +197,33 @@ impl TlsMaterial {
             })?;
             client_ca_subjects.push(summary.subject);
         }
-        let server_config = build_server_config(chain, key, roots).map_err(|e| {
+        let mut warnings = Vec::new();
+        if source.key_mode & 0o077 != 0 {
+            let message = format!("readable by group or others (mode {:03o})", source.key_mode);
+            if files.strict_permissions {
+                return Err(fail(
+                    &files.key,
+                    message,
+                    "chmod 600 the key file, or set tls.strict_permissions = false",
+                ));
+            }
+            warnings.push(format!("{}: {message} (chmod 600 it)", files.key.locate()));
+        }
+        let mut crls = Vec::new();
+        for (file, bytes) in files.crl.iter().zip(&source.crl) {
+            let parsed = parse_crls(bytes).map_err(|message| fail(file, message, CRL_HINT))?;
+            for (der, next_update) in parsed {
+                if next_update.is_some_and(|next| next < now) {
+                    warnings.push(format!(
+                        "{}: CRL expired at {}; still used (publish a fresh CRL)",
+                        file.locate(),
+                        rfc3339(next_update.unwrap_or_default())
+                    ));
+                }
+                crls.push(der);
+            }
+        }
+        let server_config = build_server_config(chain, key, roots, crls).map_err(|e| {
             fail(
                 &files.cert,
                 format!("cannot build a TLS config: {e}"),
@@ -177,8 +235,36 @@ impl TlsMaterial {
             client_ca_subjects,
             server_config,
             fingerprint: source.fingerprint(),
+            warnings,
         })
     }
+}
+
+/// Parses the CRLs in a file, PEM (one or more `X509 CRL` blocks) or DER,
+/// returning each with its next-update time (Unix seconds), if it has one.
+fn parse_crls(
+    bytes: &[u8],
+) -> Result<Vec<(CertificateRevocationListDer<'static>, Option<i64>)>, String> {
+    let ders: Vec<CertificateRevocationListDer<'static>> =
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            CertificateRevocationListDer::pem_slice_iter(bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("not valid PEM: {e:?}"))?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes.to_vec())]
+        };
+    if ders.is_empty() {
+        return Err("no CRL found (expected '-----BEGIN X509 CRL-----' or a DER CRL)".to_owned());
+    }
+    ders.into_iter()
+        .map(|der| {
+            let (_, crl) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
+                    .map_err(|e| format!("not a valid CRL: {e}"))?;
+            let next_update = crl.next_update().map(|t| t.timestamp());
+            Ok((der, next_update))
+        })
+        .collect()
 }
 
 fn check_validity(leaf: &CertSummary, now: i64) -> Result<(), String> {
@@ -230,9 +316,14 @@ fn build_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     roots: RootCertStore,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = dice_proto::crypto::provider();
+    // A client whose issuer published no CRL here is not refused for that:
+    // CRLs revoke what they list. Expired CRLs still apply (and are warned about).
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -120,6 +120,10 @@ pub struct TlsFiles {
     pub key: FileRef,
     /// PEM bundle that client certificates must chain to.
     pub client_ca: FileRef,
+    /// Certificate revocation lists (PEM or DER) for client certificates.
+    pub crl: Vec<FileRef>,
+    /// `tls.strict_permissions`: a key file readable by group or others is an error, not a warning.
+    pub strict_permissions: bool,
 }
 
 /// A file path from the config, with where it was set, so errors can point there.
@@ -488,10 +492,43 @@ impl Validator<'_, '_> {
         let cert = file("cert", &own.cert, &defaults.cert);
         let key = file("key", &own.key, &defaults.key);
         let client_ca = file("client_ca", &own.client_ca, &defaults.client_ca);
+        let (crl, crl_key) = match (&own.crl, &defaults.crl) {
+            (Some(list), _) => (Some(list), format!("listeners[{index}].tls.crl")),
+            (None, list) => (list.as_ref(), "tls.crl".to_owned()),
+        };
+        let crl = crl
+            .map(|list| {
+                let line = error::line_of(self.source, list.span().start);
+                list.get_ref()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| FileRef {
+                        path: self.base.join(path),
+                        key: format!("{crl_key}[{i}]"),
+                        line,
+                        origin: self.origin.to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(flag) = &own.strict_permissions {
+            self.report.error(
+                Some(flag.span().start),
+                format!("listeners[{index}].tls.strict_permissions"),
+                "applies to the whole agent",
+                Some("set strict_permissions in [tls] instead"),
+            );
+        }
+        let strict_permissions = defaults
+            .strict_permissions
+            .as_ref()
+            .is_some_and(|f| *f.get_ref());
         Some(TlsFiles {
             cert: cert?,
             key: key?,
             client_ca: client_ca?,
+            crl,
+            strict_permissions,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct RawTls {
     pub cert: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
     pub client_ca: Option<Spanned<String>>,
+    pub crl: Option<Spanned<Vec<String>>>,
+    pub strict_permissions: Option<Spanned<bool>>,
 }
 
 /// One `[[listeners]]` entry.
