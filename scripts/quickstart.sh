@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart: builds, makes the dev PKI if missing, starts a local fleet of
-# agents from config/, rolls against each, shows their health, and keeps them
-# serving in the foreground until Ctrl-C.
+# agents from config/, rolls against each, shows their health in one table,
+# and keeps them serving in the foreground until Ctrl-C. config/fleet.toml
+# describes the same fleet for `dicectl --fleet`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,19 +46,25 @@ for i in "${!nodes[@]}"; do
 done
 
 tls=(--ca certs/dev/ca.pem --cert certs/dev/client.pem --key certs/dev/client-key.pem)
+addresses=()
 echo
+echo "== roll"
 for node in "${nodes[@]}"; do
     address=$(awk '$2 == "mtls" { print $3; exit }' "$run/$node.ready")
-    echo "== $node ($address)"
-    echo "roll: $("$bin/dicectl" roll --node "$address" "${tls[@]}")"
-    "$bin/dicectl" health --node "$address" "${tls[@]}" || true
+    addresses+=("$address")
+    echo "$node ($address): $("$bin/dicectl" roll --node "$address" "${tls[@]}")"
 done
+echo
+echo "== health"
+"$bin/dicectl" health --node "${addresses[@]}" "${tls[@]}" || true
 
 cat <<MSG
 
 The fleet is serving (Ctrl-C stops it). In another terminal, try:
+  $bin/dicectl --fleet config/fleet.toml health
+  $bin/dicectl --fleet config/fleet.toml roll --all --count 3
+  $bin/dicectl --fleet config/fleet.toml --output json health --label region=eu
   $bin/dicectl roll --node 127.0.0.1:8443 ${tls[*]}
-  $bin/dicectl health --node 127.0.0.1:8444 ${tls[*]}
   $bin/dice-agent --config config/node-1.toml --check
 MSG
 wait

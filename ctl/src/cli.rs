@@ -1,42 +1,104 @@
 //! The command line: every subcommand and flag, parsed with clap derive.
 //!
-//! Doc comments on the types below are the `--help` text. Options that will
-//! later apply to every subcommand (`--fleet FILE`, `--output table|json`) go
-//! on [`Cli`] with `global = true`; the ad-hoc connection flags live in
-//! [`TlsArgs`] and [`TargetArgs`] so a fleet file can stand in for them.
+//! Doc comments on the types below are the `--help` text. `--fleet`,
+//! `--output` and `-v` are global: they are accepted before or after the
+//! subcommand. Connection flags ([`ConnArgs`]) override the fleet file's
+//! `[client]` table, or stand in for it in ad-hoc use.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::San;
+use crate::fleet::MAX_CONCURRENCY;
 
 /// The exit-status contract, shown at the end of every `--help`.
-const EXIT_STATUS: &str = "\
+pub const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  every node OK
-  1  it ran, but a node failed
+  1  it ran, but at least one node failed (health: or a certificate expires
+     within the warning threshold)
   2  usage or config error, nothing ran";
 
-/// Administers a dice fleet: rolls dice on agents over mTLS and makes the dev PKI.
+/// Where nodes and connection settings come from, shown in `roll` and `health` help.
+const FLEET_HELP: &str = "\
+FLEET FILE:
+  Found via --fleet FILE, else $DICECTL_FLEET, else ./fleet.toml. It names
+  the nodes ([[nodes]] name, address, server_name, labels) and how to reach
+  them ([client] ca, cert, key, timeout, concurrency, expiry_warning);
+  flags override [client]. Without a fleet file, give --node HOST:PORT with
+  --ca, --cert and --key. See config/fleet.toml.";
+
+/// Administers a dice fleet: rolls dice and checks health across agents over mTLS, makes the dev PKI.
 #[derive(Debug, Parser)]
 #[command(name = "dicectl", version, after_help = EXIT_STATUS)]
 pub struct Cli {
+    /// Options for every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Options accepted before or after any subcommand.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Fleet file naming the nodes and how to reach them [default: $DICECTL_FLEET, else
+    /// ./fleet.toml if it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+
+    /// Output format: a table (coloured on a terminal), or one JSON document
+    /// [default: table; one ad-hoc `roll --node HOST:PORT` prints just the value]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// Print what will run, and each failed node's whole error with its causes, on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// How results are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns, a row per node sorted by name, then a summary
+    Table,
+    /// One JSON document (schema in the README), nothing else on stdout
+    Json,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Roll one die on a node over mTLS and print the value
-    #[command(after_help = EXIT_STATUS)]
+    /// Roll dice on nodes over mTLS, concurrently, and show a row per node
+    ///
+    /// Each node gets its own deadline (--timeout) for connect, handshake and
+    /// replies; a failed node is a row, not an abort. With one ad-hoc
+    /// `--node HOST:PORT` and no --output, prints just the value (one per
+    /// line with --count), or one line on stderr naming the failed step.
+    #[command(after_help = roll_after_help())]
     Roll(RollArgs),
+    /// Show each node's health, TLS version, certificate expiry and agent info
+    ///
+    /// Per node: the grpc.health.v1 status of api.DiceService (SERVING,
+    /// NOT_SERVING), or why it could not be asked (UNREACHABLE, TLS_ERROR,
+    /// TIMEOUT); the TLS version and the server certificate's subject,
+    /// not-after and days left; the agent's version and last certificate
+    /// reload (from dice.agent.v1.AgentInfoService). Selects every fleet node
+    /// by default.
+    #[command(after_help = roll_after_help())]
+    Health(HealthArgs),
     /// Make and manage certificates
     #[command(subcommand)]
     Certs(CertsCommand),
+}
+
+fn roll_after_help() -> String {
+    format!("{FLEET_HELP}\n\n{EXIT_STATUS}")
 }
 
 /// The `certs` subcommands.
@@ -71,46 +133,106 @@ pub struct CertsInitArgs {
 
 /// Flags of `dicectl roll`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("roll-select").args(["all", "node", "label"]).required(true)))]
 pub struct RollArgs {
-    /// Which node, and how long to wait for it.
-    #[command(flatten)]
-    pub target: TargetArgs,
+    /// Dice to roll on each node, one after another on its connection
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub count: u32,
 
-    /// The certificates to connect with.
+    /// Which nodes.
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub select: SelectArgs,
+
+    /// How to connect.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
-/// Which node to talk to, and the deadline for one exchange with it.
+/// Flags of `dicectl health`.
 #[derive(Debug, Args)]
-pub struct TargetArgs {
-    /// Node to talk to, as HOST:PORT, with an IPv6 HOST in brackets
-    #[arg(long, value_name = "ADDR")]
-    pub node: String,
+pub struct HealthArgs {
+    /// Warn (and exit 1) when a certificate expires sooner than this
+    /// [default: client.expiry_warning, else 14d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_expiry_warning)]
+    pub expiry_warning: Option<Duration>,
 
-    /// Name the node's certificate must hold [default: the host part of --node]
+    /// Which nodes [default: every node of the fleet file].
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// How to connect.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Which nodes to talk to. At most one of `--all`, `--node` and `--label`.
+#[derive(Debug, Default, Args)]
+#[group(id = "select", multiple = false)]
+#[command(next_help_heading = "Nodes")]
+pub struct SelectArgs {
+    /// Every node of the fleet file
+    #[arg(long)]
+    pub all: bool,
+
+    /// A node of the fleet file by name, or any node by HOST:PORT (IPv6 in
+    /// brackets); repeat, or list several after one --node
+    #[arg(long, value_name = "NAME|ADDR", num_args = 1.., action = ArgAction::Append)]
+    pub node: Vec<String>,
+
+    /// Fleet nodes labelled KEY=VALUE; repeat to require several labels
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, action = ArgAction::Append)]
+    pub label: Vec<Label>,
+}
+
+/// A `--label KEY=VALUE` filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// The label's name.
+    pub key: String,
+    /// The value it must have.
+    pub value: String,
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// How to connect: the certificates, the deadline per node and the fan-out width.
+/// Each flag overrides the fleet file's `[client]` key of the same name.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnArgs {
+    /// CA bundle (PEM) that signed the agents' certificates [default: client.ca]
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) to present to the agents [default: client.cert]
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client certificate [default: client.key]
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Name the certificate of each --node HOST:PORT must hold [default: the host part]
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
 
-    /// Deadline for the whole exchange: TCP connect, TLS handshake and reply
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
-    pub timeout: Duration,
-}
+    /// Deadline per node for TCP connect, TLS handshake and replies
+    /// [default: client.timeout, else 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
 
-/// The PEM files for mutual TLS.
-#[derive(Debug, Args)]
-pub struct TlsArgs {
-    /// CA bundle (PEM) that signed the agents' certificates
-    #[arg(long, value_name = "FILE")]
-    pub ca: PathBuf,
-
-    /// Client certificate chain (PEM) to present to the agents
-    #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
-
-    /// Private key (PEM) of the client certificate
-    #[arg(long, value_name = "FILE")]
-    pub key: PathBuf,
+    /// Nodes in flight at once [default: client.concurrency, else 64]
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    pub concurrency: Option<usize>,
 }
 
 fn parse_san(text: &str) -> Result<San, String> {
@@ -126,6 +248,30 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err("must be greater than zero (e.g. 5s)".to_owned());
     }
     Ok(duration)
+}
+
+/// Parses `KEY=VALUE`.
+fn parse_label(text: &str) -> Result<Label, String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok(Label {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+        _ => Err("expected KEY=VALUE, e.g. region=eu".to_owned()),
+    }
+}
+
+/// Parses a duration with a unit (`14d`, `36h`); zero turns the warning off.
+fn parse_expiry_warning(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (write a duration with a unit, e.g. 14d or 36h)"))
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ 1..=MAX_CONCURRENCY) => Ok(n),
+        _ => Err(format!("must be a number from 1 to {MAX_CONCURRENCY}")),
+    }
 }
 
 #[cfg(test)]
@@ -159,12 +305,91 @@ mod tests {
     }
 
     #[test]
-    fn roll_requires_the_tls_files() {
-        let error = Cli::try_parse_from(["dicectl", "roll", "--node", "127.0.0.1:8443"])
-            .expect_err("roll without --ca/--cert/--key must be refused");
+    fn roll_requires_a_selection() {
+        let error = Cli::try_parse_from(["dicectl", "roll"])
+            .expect_err("roll without --all, --node or --label must be refused");
         assert_eq!(error.exit_code(), 2);
         let text = error.to_string();
-        assert!(text.contains("--ca"), "{text}");
+        assert!(text.contains("--all"), "{text}");
+
+        let error = Cli::try_parse_from(["dicectl", "roll", "--all", "--node", "a"])
+            .expect_err("--all and --node conflict");
+        assert_eq!(error.exit_code(), 2);
+
+        // health selects every node by default.
+        Cli::try_parse_from(["dicectl", "health"]).expect("valid");
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        for args in [
+            &[
+                "dicectl", "--fleet", "f.toml", "--output", "json", "roll", "--all",
+            ][..],
+            &[
+                "dicectl", "roll", "--all", "--fleet", "f.toml", "--output", "json",
+            ][..],
+            &[
+                "dicectl",
+                "--output=json",
+                "roll",
+                "--fleet=f.toml",
+                "--all",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("valid");
+            assert_eq!(
+                cli.global.fleet.as_deref(),
+                Some(std::path::Path::new("f.toml"))
+            );
+            assert_eq!(cli.global.output, Some(OutputFormat::Json));
+        }
+    }
+
+    #[test]
+    fn nodes_and_labels_collect() {
+        let cli = Cli::try_parse_from([
+            "dicectl",
+            "roll",
+            "--node",
+            "a",
+            "b",
+            "--node",
+            "127.0.0.1:1",
+            "--count",
+            "3",
+        ])
+        .expect("valid");
+        let Command::Roll(args) = cli.command else {
+            panic!("parsed as the wrong subcommand");
+        };
+        assert_eq!(args.select.node, ["a", "b", "127.0.0.1:1"]);
+        assert_eq!(args.count, 3);
+
+        let cli = Cli::try_parse_from([
+            "dicectl",
+            "health",
+            "--label",
+            "region=eu",
+            "--label",
+            "tier=",
+        ])
+        .expect("valid");
+        let Command::Health(args) = cli.command else {
+            panic!("parsed as the wrong subcommand");
+        };
+        let labels: Vec<String> = args.select.label.iter().map(ToString::to_string).collect();
+        assert_eq!(labels, ["region=eu", "tier="]);
+
+        for bad in [
+            &["dicectl", "health", "--label", "region"][..],
+            &["dicectl", "health", "--label", "=eu"][..],
+            &["dicectl", "roll", "--all", "--count", "0"][..],
+            &["dicectl", "roll", "--all", "--concurrency", "0"][..],
+        ] {
+            let error = Cli::try_parse_from(bad).expect_err("invalid");
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

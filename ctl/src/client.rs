@@ -12,6 +12,9 @@
 //! to a broken pipe, and [`NodeError::from_status`] finds it in the error
 //! chain and reports it as a TLS failure.
 //!
+//! [`open`] also returns what the handshake settled on ([`TlsInfo`]: the
+//! TLS version and the node's certificate), which `dicectl health` reports.
+//!
 //! - `target`: [`NodeTarget`], a node's address and the name its certificate must hold.
 //! - `error`: [`NodeError`] and the classification of failures.
 //! - `watched`: the stream wrapper that keeps the error that broke a connection.
@@ -25,7 +28,8 @@ use std::sync::Arc;
 
 use dice_proto::api::dice_service_client::DiceServiceClient;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, ProtocolVersion};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
@@ -38,17 +42,48 @@ use self::watched::{FirstError, Watched};
 /// Placeholder origin for requests: the connection is made by [`connect`], not by tonic.
 const ORIGIN: &str = "http://dice.invalid";
 
+/// What the TLS handshake with a node settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The negotiated protocol version, e.g. `TLSv1.3`.
+    pub version: Option<&'static str>,
+    /// The node's leaf certificate, as it sent it.
+    pub peer_leaf: Option<CertificateDer<'static>>,
+}
+
+/// One HTTP/2 connection to a node over mTLS, and what its handshake settled on.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The channel on the connection; generated clients share it.
+    pub channel: Channel,
+    /// The negotiated TLS version and the node's certificate.
+    pub tls: TlsInfo,
+}
+
 /// Connects to `node` over mTLS and returns a client on that one connection.
 ///
-/// Every step runs under `deadline`. The TCP connect and the TLS handshake are
-/// done here so a failure names its step; tonic then speaks HTTP/2 over the
-/// finished stream and never dials again (a broken connection stays broken,
-/// which is what a one-shot CLI wants). Build `tls` once and share it across nodes.
+/// Every step runs under `deadline`. Build `tls` once and share it across nodes.
 pub async fn connect(
     node: &NodeTarget,
     tls: Arc<ClientConfig>,
     deadline: Instant,
 ) -> Result<DiceServiceClient<Channel>, NodeError> {
+    Ok(DiceServiceClient::new(
+        open(node, tls, deadline).await?.channel,
+    ))
+}
+
+/// Opens one HTTP/2 connection to `node` over mTLS.
+///
+/// Every step runs under `deadline`. The TCP connect and the TLS handshake are
+/// done here so a failure names its step; tonic then speaks HTTP/2 over the
+/// finished stream and never dials again (a broken connection stays broken,
+/// which is what a one-shot CLI wants).
+pub async fn open(
+    node: &NodeTarget,
+    tls: Arc<ClientConfig>,
+    deadline: Instant,
+) -> Result<Connection, NodeError> {
     let tcp = connect_tcp(node, deadline).await?;
     let stream = match timeout_at(
         deadline,
@@ -59,6 +94,14 @@ pub async fn connect(
         Err(_) => return Err(NodeError::timeout("no TLS handshake")),
         Ok(Err(error)) => return Err(NodeError::from_handshake_io(error)),
         Ok(Ok(stream)) => stream,
+    };
+    let session = stream.get_ref().1;
+    let info = TlsInfo {
+        version: session.protocol_version().map(version_name),
+        peer_leaf: session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.clone().into_owned()),
     };
 
     // tonic asks the connector again if the connection breaks. There is no
@@ -84,7 +127,18 @@ pub async fn connect(
         Ok(Err(error)) => return Err(NodeError::from_transport(error)),
         Ok(Ok(channel)) => channel,
     };
-    Ok(DiceServiceClient::new(channel))
+    Ok(Connection { channel, tls: info })
+}
+
+/// The protocol's usual name: `TLSv1.3`, `TLSv1.2`.
+fn version_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        ProtocolVersion::TLSv1_1 => "TLSv1.1",
+        ProtocolVersion::TLSv1_0 => "TLSv1.0",
+        _ => "unknown",
+    }
 }
 
 /// Resolves the host and tries each address in turn until one connects.

@@ -3,24 +3,37 @@
 //! Layout:
 //!
 //! - [`cli`]: the command line (clap derive); its doc comments are `--help`.
-//! - [`certs`]: `dicectl certs init`, the dev PKI made with rcgen.
-//! - [`tls`]: the rustls client configuration from `--ca`, `--cert` and `--key`,
-//!   built once per run and shared by every connection.
-//! - [`client`]: [`client::connect`] to one node over mTLS, and
+//! - [`fleet`]: the fleet file (nodes, labels, `[client]` settings), validated
+//!   with file, line and key in every error.
+//! - [`select`]: which nodes a command runs on (`--all`, `--node`, `--label`).
+//! - [`plan`]: the flags and the fleet file resolved into nodes, one shared
+//!   TLS configuration ([`tls`]), a deadline per node and a fan-out width.
+//! - [`fanout`]: runs a probe per node, bounded, each under its own deadline;
+//!   [`progress`] shows it on a terminal.
+//! - [`client`]: [`client::open`] one mTLS connection to a node, and
 //!   [`client::NodeError`], which says at which step (`connect`, `tls`,
 //!   `timeout`, `rpc`) talking to a node failed.
-//! - [`roll`]: `dicectl roll`.
-//! - [`output`]: writing results to stdout and node failures to stderr.
+//! - [`roll`], [`health`]: the two fan-out commands.
+//! - [`report`]: what they found, as data; [`output`] writes it as a table or JSON.
+//! - [`certs`]: `dicectl certs init`, the dev PKI made with rcgen.
 //!
-//! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed,
+//! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed
+//! (for `health`, also: a certificate expires within the warning threshold),
 //! 2 usage or config error and nothing ran. [`run`] returns an error only for
-//! the last case; a failed node is an [`Outcome`], so a fan-out can carry on.
+//! the last case; a failed node is an [`Outcome`], so a fan-out carries on.
 
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod fanout;
+pub mod fleet;
+pub mod health;
 pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod report;
 pub mod roll;
+pub mod select;
 pub mod tls;
 
 #[cfg(test)]
@@ -45,7 +58,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub enum Outcome {
     /// Every node was OK (or the command touched no node).
     Success,
-    /// At least one node failed; each failure was already reported.
+    /// At least one node failed (or, for `health`, has a certificate about to
+    /// expire); each was already reported.
     NodeFailed,
 }
 
@@ -63,7 +77,8 @@ impl Outcome {
 /// print it with `{:#}` to show its whole chain.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Roll(args) => roll::run(&args),
+        Command::Roll(args) => roll::run(&cli.global, &args),
+        Command::Health(args) => health::run(&cli.global, &args),
         Command::Certs(CertsCommand::Init(args)) => {
             let options = certs::InitOptions {
                 out: args.out,
@@ -77,10 +92,32 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// A current-thread runtime: the CLI's work is waiting on the network.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+/// The async runtime for a run over `nodes` nodes. One node is waiting on the
+/// network: one thread does. Many nodes spend CPU on TLS handshakes: one
+/// worker per core lets them run side by side.
+fn runtime(nodes: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if nodes > 1 {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.min(MAX_WORKERS));
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The most runtime threads a fan-out uses, however many cores there are.
+const MAX_WORKERS: usize = 8;
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
 }

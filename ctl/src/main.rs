@@ -9,7 +9,10 @@ fn main() -> ExitCode {
     match dicectl::run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprintln!("dicectl: {error:#}");
+            // A fleet file with several errors reports one per line; each gets the prefix.
+            for line in format!("{error:#}").lines() {
+                eprintln!("dicectl: {line}");
+            }
             ExitCode::from(dicectl::EXIT_USAGE)
         }
     }

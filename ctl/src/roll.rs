@@ -1,4 +1,9 @@
-//! `dicectl roll`: rolls one die on one node and prints the value.
+//! `dicectl roll`: rolls dice on every selected node, concurrently, and
+//! reports a row per node (`NODE ADDRESS VALUE LATENCY ERROR`) and a summary.
+//!
+//! One ad-hoc `--node HOST:PORT` without `--output` keeps the first slice's
+//! scripting form: just the value on stdout, or one line on stderr naming the
+//! node and the step that failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,29 +12,106 @@ use dice_proto::api::RollDieRequest;
 use rustls::ClientConfig;
 use tokio::time::{Instant, timeout_at};
 
-use crate::cli::RollArgs;
+use crate::cli::{GlobalArgs, OutputFormat, RollArgs};
 use crate::client::{self, NodeError, NodeTarget};
-use crate::{Outcome, output, runtime, tls};
+use crate::fanout::fan_out;
+use crate::plan::{self, Plan, Request};
+use crate::progress::Progress;
+use crate::report::{Failure, RollReport, RollRow, RunInfo};
+use crate::{Outcome, output, runtime, select, unix_now};
 
-/// Runs `dicectl roll`: prints the value on stdout, or one line naming the node
-/// and the failed step on stderr.
+/// Runs `dicectl roll`.
 ///
-/// Bad flags or unusable TLS files are errors (nothing ran); a node that fails
-/// is [`Outcome::NodeFailed`].
-pub fn run(args: &RollArgs) -> anyhow::Result<Outcome> {
-    let target = NodeTarget::parse(&args.target.node, args.target.server_name.as_deref())?;
-    let config = tls::client_config(&args.tls.ca, &args.tls.cert, &args.tls.key)?;
-    let result = runtime()?.block_on(roll(&target, config, args.target.timeout));
-    match result {
-        Ok(value) => {
-            output::stdout(&format!("{value}\n"))?;
-            Ok(Outcome::Success)
-        }
-        Err(error) => {
-            output::node_failure(&target, &error);
-            Ok(Outcome::NodeFailed)
+/// Bad flags, an unusable fleet file or unusable TLS files are errors (nothing
+/// ran); a node that fails is a row, and makes the outcome [`Outcome::NodeFailed`].
+pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
+    let plan = plan::plan(Request {
+        fleet: global.fleet.as_deref(),
+        select: &args.select,
+        if_none: select::IfNone::Refuse,
+        conn: &args.conn,
+        expiry_warning: None,
+    })?;
+    output::plan_details(&plan, global.verbose);
+    let mut progress = Progress::stderr(plan.nodes.len());
+    let report = runtime(plan.nodes.len())?.block_on(roll_all(&plan, args.count, &mut progress));
+    match global.output {
+        None if plan.is_single_ad_hoc() => output::roll_terse(&report, global.verbose)?,
+        format => output::roll(
+            &report,
+            format.unwrap_or(OutputFormat::Table),
+            global.verbose,
+        )?,
+    }
+    Ok(if report.ok() == report.rows.len() {
+        Outcome::Success
+    } else {
+        Outcome::NodeFailed
+    })
+}
+
+/// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.
+pub async fn roll_all(plan: &Plan, count: u32, progress: &mut Progress) -> RollReport {
+    let started_at = unix_now();
+    let start = Instant::now();
+    let tls = plan.tls.clone();
+    let probed = fan_out(
+        plan.nodes.clone(),
+        plan.concurrency,
+        plan.timeout,
+        progress,
+        move |node, deadline| {
+            let tls = tls.clone();
+            async move { roll_node(&node.target, tls, deadline, count).await }
+        },
+    )
+    .await;
+    let rows = probed
+        .into_iter()
+        .map(|probed| {
+            let (values, error) = probed.result;
+            RollRow {
+                name: probed.node.name,
+                address: probed.node.target.label().to_owned(),
+                values,
+                latency: probed.latency,
+                failure: error.map(Failure::from),
+            }
+        })
+        .collect();
+    RollReport {
+        run: RunInfo {
+            started_at,
+            elapsed: start.elapsed(),
+            timeout: plan.timeout,
+            concurrency: plan.concurrency,
+        },
+        count,
+        rows,
+    }
+}
+
+/// Connects to `node` and rolls `count` times on that one connection, all
+/// before `deadline`. Returns the values rolled, and the error that stopped it.
+pub async fn roll_node(
+    node: &NodeTarget,
+    tls: Arc<ClientConfig>,
+    deadline: Instant,
+    count: u32,
+) -> (Vec<i32>, Option<NodeError>) {
+    let mut client = match client::connect(node, tls, deadline).await {
+        Ok(client) => client,
+        Err(error) => return (Vec::new(), Some(error)),
+    };
+    let mut values = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        match timeout_at(deadline, client.roll_die(RollDieRequest {})).await {
+            Err(_) => return (values, Some(NodeError::timeout("no reply to RollDie"))),
+            Ok(Err(status)) => return (values, Some(NodeError::from_status(status))),
+            Ok(Ok(reply)) => values.push(reply.into_inner().value),
         }
     }
+    (values, None)
 }
 
 /// Connects to `node` and rolls once, all within `timeout`.
@@ -38,13 +120,12 @@ pub async fn roll(
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<i32, NodeError> {
-    let deadline = Instant::now() + timeout;
-    let mut client = client::connect(node, tls, deadline).await?;
-    let reply = timeout_at(deadline, client.roll_die(RollDieRequest {}))
-        .await
-        .map_err(|_| NodeError::timeout("no reply to RollDie"))?
-        .map_err(NodeError::from_status)?;
-    Ok(reply.into_inner().value)
+    let (values, error) = roll_node(node, tls, Instant::now() + timeout, 1).await;
+    match (error, values.first()) {
+        (Some(error), _) => Err(error),
+        (None, Some(value)) => Ok(*value),
+        (None, None) => unreachable!("roll_node returns one value or an error"),
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// Allows h2c on a non-loopback address.
     pub allow_public: bool,
+    /// h2c only: believe the `x-client-subject` header a local proxy sets.
+    pub trusted_proxy: bool,
     /// A per-listener TLS override.
     pub tls: Option<TlsFiles>,
 }
@@ -82,6 +84,7 @@ impl ListenerConfig {
             address: "127.0.0.1:0".to_owned(),
             mode,
             allow_public: false,
+            trusted_proxy: false,
             tls: None,
         }
     }
@@ -95,6 +98,12 @@ impl ListenerConfig {
     /// Sets `allow_public = true` (h2c on a non-loopback address).
     pub fn allow_public(mut self) -> Self {
         self.allow_public = true;
+        self
+    }
+
+    /// Sets `trusted_proxy = true` (an h2c listener behind nginx).
+    pub fn trusted_proxy(mut self) -> Self {
+        self.trusted_proxy = true;
         self
     }
 
@@ -246,6 +255,9 @@ impl AgentConfig {
             line(w, &format!("mode = {}", quote(listener.mode.as_str())));
             if listener.allow_public {
                 line(w, "allow_public = true");
+            }
+            if listener.trusted_proxy {
+                line(w, "trusted_proxy = true");
             }
             if let Some(tls) = &listener.tls {
                 line(

@@ -22,7 +22,8 @@ use crate::tls::{CONNECT_TIMEOUT, TlsClient};
 pub const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The HTTP/2 connection preface followed by an empty SETTINGS frame.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+pub const H2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 /// What a successful handshake showed.
 #[derive(Debug, Clone)]

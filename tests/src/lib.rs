@@ -7,7 +7,12 @@
 //!   ephemeral ports and waits for its ready file.
 //! - [`Ctl::run`] and [`run_agent`] run a binary to completion under a deadline.
 //! - [`client`] holds the in-process gRPC clients (mTLS and h2c) and a raw TLS handshake.
+//! - [`fleet`] builds fleet files and silent peers for `dicectl roll`/`health`;
+//!   [`golden`] compares normalized output with `tests/golden/`.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
+//! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
+//!   `config/nginx.conf`), the Python client, the Django example and headless
+//!   Chromium; [`tools`] finds them and says how to install what is missing.
 //!
 //! The binaries are found through `DICE_AGENT_BIN` and `DICECTL_BIN`, or beside
 //! the test executable's target directory: build them first with
@@ -15,15 +20,26 @@
 
 pub mod agent;
 pub mod bins;
+pub mod chromium;
 pub mod client;
 pub mod config;
+pub mod django;
 pub mod fixtures;
+pub mod fleet;
+pub mod golden;
 pub mod handshake;
+pub mod nginx;
 pub mod openssl;
 pub mod pki;
 pub mod poll;
 pub mod process;
+pub mod python;
+pub mod reuse;
+pub mod rotation;
+pub mod rpc_log;
+pub mod service;
 pub mod tls;
+pub mod tools;
 
 pub use agent::{Agent, BoundListener, Signal};
 pub use client::{Client, Handshake, HandshakeError, HandshakeStage, TlsClient};

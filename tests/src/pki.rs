@@ -79,6 +79,8 @@ enum Validity {
     Current,
     Expired,
     NotYetValid,
+    /// Valid since an hour ago, until this long from now.
+    ExpiresIn(Duration),
 }
 
 /// What to put in a leaf certificate; see [`Pki::issue`].
@@ -148,6 +150,13 @@ impl LeafSpec {
     /// Makes the certificate expired since yesterday.
     pub fn expired(mut self) -> Self {
         self.validity = Validity::Expired;
+        self
+    }
+
+    /// Makes the certificate valid until `lifetime` from now (default: 30 days),
+    /// e.g. within a health check's expiry warning threshold.
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.validity = Validity::ExpiresIn(lifetime);
         self
     }
 
@@ -320,6 +329,7 @@ fn issue(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, spec: &LeafSpec) ->
         Validity::Current => (now - Duration::hours(1), now + Duration::days(30)),
         Validity::Expired => (now - Duration::days(30), now - Duration::days(1)),
         Validity::NotYetValid => (now + Duration::days(1), now + Duration::days(30)),
+        Validity::ExpiresIn(lifetime) => (now - Duration::hours(1), now + lifetime),
     };
     let cert = params
         .signed_by(&key, ca)

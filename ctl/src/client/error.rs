@@ -100,6 +100,26 @@ impl NodeError {
         }
     }
 
+    /// What happened, without the kind or the hint: for a short table cell.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Connect { reason, .. }
+            | Self::Tls { reason, .. }
+            | Self::Timeout { reason, .. } => reason.clone(),
+            Self::Rpc { code, message, .. } => format!("{code:?}: {message}"),
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Connect { hint, .. }
+            | Self::Tls { hint, .. }
+            | Self::Timeout { hint, .. }
+            | Self::Rpc { hint, .. } => hint,
+        }
+    }
+
     /// The deadline passed while `step` was still waiting, e.g. `no reply to RollDie`.
     pub fn timeout(step: &str) -> Self {
         Self::Timeout {

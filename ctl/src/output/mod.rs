@@ -1,12 +1,21 @@
-//! Where results and node failures go: results on stdout, diagnostics on stderr.
+//! Where results go: the table or the JSON document on stdout, diagnostics
+//! (`-v` details, the ad-hoc roll's failure line) on stderr.
+//!
+//! - [`table`]: aligned columns, colour only on a terminal.
+//! - [`json`]: the documented JSON schema.
 
-use std::io::{self, Write};
+pub mod json;
+pub mod table;
+
+use std::io::{self, IsTerminal as _, Write};
 
 use anyhow::Context as _;
 
-use crate::client::{NodeError, NodeTarget};
+use crate::cli::OutputFormat;
+use crate::plan::Plan;
+use crate::report::{Failure, HealthReport, RollReport};
 
-/// Writes `text` to stdout. A closed pipe (`dicectl roll ... | head -0`) is not
+/// Writes `text` to stdout. A closed pipe (`dicectl roll ... | head -1`) is not
 /// an error: whoever reads has all they wanted.
 pub fn stdout(text: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
@@ -18,14 +27,107 @@ pub fn stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The one stderr line for a node that failed:
-/// `dicectl: node ADDR: KIND: REASON (WHAT TO DO)`.
-pub fn node_failure_line(node: &NodeTarget, error: &NodeError) -> String {
-    format!("dicectl: node {node}: {error}")
+/// Writes lines to stderr, each prefixed `dicectl: `.
+fn stderr_lines(lines: &[String]) {
+    let mut err = io::stderr().lock();
+    for line in lines {
+        // Nothing useful is left to do if stderr itself is gone.
+        let _ = writeln!(err, "dicectl: {line}");
+    }
 }
 
-/// Reports a failed node on stderr, on one line.
-pub fn node_failure(node: &NodeTarget, error: &NodeError) {
-    // Nothing useful is left to do if stderr itself is gone.
-    let _ = writeln!(io::stderr().lock(), "{}", node_failure_line(node, error));
+/// Whether to colour stdout: only on a terminal, and never with `NO_COLOR`
+/// set or `TERM=dumb` (<https://no-color.org>).
+pub fn colour_stdout() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|term| term == "dumb");
+    io::stdout().is_terminal() && !no_color && !dumb
+}
+
+/// With `-v`, says on stderr what is about to run.
+pub fn plan_details(plan: &Plan, verbose: bool) {
+    if !verbose {
+        return;
+    }
+    let source = match &plan.fleet {
+        Some(file) => format!(" from {}", file.display()),
+        None => String::new(),
+    };
+    stderr_lines(&[format!(
+        "{} node{}{source}, {} at a time, timeout {} per node",
+        plan.nodes.len(),
+        if plan.nodes.len() == 1 { "" } else { "s" },
+        plan.concurrency,
+        humantime::format_duration(plan.timeout)
+    )]);
+}
+
+/// The stderr lines for a failed node: `node NAME: KIND: REASON (HINT)`,
+/// then, with `verbose`, one line per cause.
+fn failure_lines(name: &str, address: &str, failure: &Failure, verbose: bool) -> Vec<String> {
+    let node = if name == address {
+        name.to_owned()
+    } else {
+        format!("{name} ({address})")
+    };
+    let mut lines = vec![format!("node {node}: {failure}")];
+    if verbose {
+        lines.extend(
+            failure
+                .causes
+                .iter()
+                .map(|cause| format!("  caused by: {cause}")),
+        );
+    }
+    lines
+}
+
+/// The first slice's scripting form of `roll`: each value on its own line on
+/// stdout; a failure as one line on stderr (`dicectl: node ADDR: KIND: ...`).
+pub fn roll_terse(report: &RollReport, verbose: bool) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for row in &report.rows {
+        for value in &row.values {
+            text.push_str(&format!("{value}\n"));
+        }
+    }
+    stdout(&text)?;
+    for row in &report.rows {
+        if let Some(failure) = &row.failure {
+            stderr_lines(&failure_lines(&row.name, &row.address, failure, verbose));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a `roll` report as `format`; with `verbose`, every failure in full on stderr.
+pub fn roll(report: &RollReport, format: OutputFormat, verbose: bool) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table => stdout(&table::roll(report, colour_stdout()))?,
+        OutputFormat::Json => stdout(&json::roll(report)?)?,
+    }
+    if verbose {
+        for row in &report.rows {
+            if let Some(failure) = &row.failure {
+                stderr_lines(&failure_lines(&row.name, &row.address, failure, true));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a `health` report as `format`; with `verbose`, every failure in full on stderr.
+pub fn health(report: &HealthReport, format: OutputFormat, verbose: bool) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table => stdout(&table::health(report, colour_stdout()))?,
+        OutputFormat::Json => stdout(&json::health(report)?)?,
+    }
+    if verbose {
+        for row in &report.rows {
+            if let Some(failure) = &row.failure {
+                stderr_lines(&failure_lines(&row.name, &row.address, failure, true));
+            }
+        }
+    }
+    Ok(())
 }

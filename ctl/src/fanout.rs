@@ -1,0 +1,164 @@
+//! Runs one probe per node, at most `concurrency` at a time, each under its
+//! own deadline.
+//!
+//! Every node gets a task in a [`JoinSet`]; a semaphore lets `concurrency` of
+//! them work at once. A node's deadline starts when it gets its permit, not
+//! when the run starts, so waiting in line never eats into its timeout. On a
+//! multi-threaded runtime the TLS handshakes of different nodes run on
+//! different cores. Results come back in the order of the input (sorted by
+//! name), whatever order the nodes finish in; a failed node is a result like
+//! any other, so one bad node never stops the others.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::progress::Progress;
+use crate::select::Node;
+
+/// One node's result, and how long it took from its start to its end.
+#[derive(Debug)]
+pub struct Probed<T> {
+    /// The node.
+    pub node: Node,
+    /// What the probe returned.
+    pub result: T,
+    /// Wall time from the node's start (its permit) to its result.
+    pub latency: Duration,
+}
+
+/// Calls `probe(node, deadline)` for every node, `concurrency` at a time, and
+/// returns the results in the order of `nodes`. `probe` must honour the
+/// deadline itself, so a timeout can say which step was still waiting.
+pub async fn fan_out<T, F, Fut>(
+    nodes: Vec<Node>,
+    concurrency: usize,
+    timeout: Duration,
+    progress: &mut Progress,
+    probe: F,
+) -> Vec<Probed<T>>
+where
+    F: Fn(Node, Instant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (index, node) in nodes.iter().cloned().enumerate() {
+        let semaphore = semaphore.clone();
+        let probe = probe.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore
+                .acquire_owned()
+                .await
+                .expect("the fan-out semaphore is never closed");
+            let start = Instant::now();
+            let result = probe(node, start + timeout).await;
+            (index, result, start.elapsed())
+        });
+    }
+
+    let mut done: Vec<Option<(T, Duration)>> = nodes.iter().map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((index, result, latency)) => done[index] = Some((result, latency)),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("a node's task was cancelled before it finished: {error}"),
+        }
+        progress.advance();
+    }
+    progress.finish();
+    nodes
+        .into_iter()
+        .zip(done)
+        .map(|(node, done)| {
+            let (result, latency) = done.expect("every task reports once before join_next ends");
+            Probed {
+                node,
+                result,
+                latency,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::client::NodeTarget;
+
+    fn nodes(count: usize) -> Vec<Node> {
+        (0..count)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                target: NodeTarget::parse(&format!("127.0.0.1:{}", i + 1), None).expect("target"),
+                ad_hoc: false,
+            })
+            .collect()
+    }
+
+    /// Each node sleeps until its deadline: with width 2 and 5 nodes that is
+    /// 3 rounds, and no node ever has less than its own full timeout.
+    #[tokio::test(start_paused = true)]
+    async fn bounded_with_a_deadline_per_node() {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let timeout = Duration::from_secs(1);
+        let results = {
+            let (in_flight, peak) = (in_flight.clone(), peak.clone());
+            fan_out(
+                nodes(5),
+                2,
+                timeout,
+                &mut Progress::disabled(),
+                move |node, deadline| {
+                    let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        let budget = deadline - Instant::now();
+                        tokio::time::sleep_until(deadline).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        (node.name, budget)
+                    }
+                },
+            )
+            .await
+        };
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        let names: Vec<&str> = results.iter().map(|r| r.result.0.as_str()).collect();
+        assert_eq!(names, ["n0", "n1", "n2", "n3", "n4"]);
+        for probed in &results {
+            assert_eq!(probed.result.1, timeout, "{}", probed.node.name);
+            assert_eq!(probed.latency, timeout);
+        }
+    }
+
+    /// Results keep the input order even when later nodes finish first.
+    #[tokio::test(start_paused = true)]
+    async fn results_keep_the_input_order() {
+        let results = fan_out(
+            nodes(4),
+            64,
+            Duration::from_secs(10),
+            &mut Progress::disabled(),
+            |node, _| async move {
+                let index: u64 = node.name[1..].parse().expect("index");
+                tokio::time::sleep(Duration::from_millis(100 * (4 - index))).await;
+                index
+            },
+        )
+        .await;
+        let order: Vec<u64> = results.iter().map(|r| r.result).collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+        assert_eq!(results[3].latency, Duration::from_millis(100));
+    }
+}

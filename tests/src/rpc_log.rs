@@ -1,0 +1,105 @@
+//! Reads the agent's per-RPC log lines (target `dice_agent::rpc`, message
+//! `rpc`) from its text-format stderr, to see which agent served a call and
+//! which client identity it logged.
+
+/// What precedes the fields of an RPC line: the target and the message.
+const MARKER: &str = " dice_agent::rpc: rpc ";
+
+/// One `dice_agent::rpc` log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcLine {
+    /// The whole line.
+    pub line: String,
+}
+
+impl RpcLine {
+    /// The value of field `key` (`listener`, `code`, `client.subject`, ...),
+    /// unquoted; `None` if the line does not have it. Values the agent logs
+    /// with spaces (`user_agent`) are cut at the first space.
+    pub fn field(&self, key: &str) -> Option<String> {
+        // Fields after the message only: a span prefix may carry the same names.
+        let fields = &self.line[self.line.find(MARKER)? + MARKER.len() - 1..];
+        let needle = format!(" {key}=");
+        let start = fields.find(&needle)? + needle.len();
+        let rest = &fields[start..];
+        match rest.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next()),
+                        '"' => return Some(value),
+                        c => value.push(c),
+                    }
+                }
+                None
+            }
+            None => Some(rest.split(' ').next().unwrap_or("").to_owned()),
+        }
+    }
+
+    /// The gRPC method path, e.g. `/api.DiceService/RollDie`.
+    pub fn method(&self) -> Option<String> {
+        self.field("method")
+    }
+
+    /// The listener that served it.
+    pub fn listener(&self) -> Option<String> {
+        self.field("listener")
+    }
+}
+
+/// Every RPC line in `logs`.
+pub fn rpc_lines(logs: &str) -> Vec<RpcLine> {
+    logs.lines()
+        .filter(|line| line.contains(MARKER))
+        .map(|line| RpcLine {
+            line: line.to_owned(),
+        })
+        .collect()
+}
+
+/// The `RollDie` calls in `logs` that ended OK.
+pub fn rolls(logs: &str) -> Vec<RpcLine> {
+    rpc_lines(logs)
+        .into_iter()
+        .filter(|line| {
+            line.method().as_deref() == Some("/api.DiceService/RollDie")
+                && line.field("code").as_deref() == Some("0")
+        })
+        .collect()
+}
+
+/// How many h2c connections the agent accepted (a debug-level line each).
+pub fn h2c_connections(logs: &str) -> usize {
+    logs.lines()
+        .filter(|line| line.contains("accepted h2c connection"))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_quoted_and_bare() {
+        let logs = "2026-11-29T00:46:46.703903Z  INFO dice_agent::rpc: rpc \
+            method=/api.DiceService/RollDie code=0 status=Ok duration_us=76 \
+            authority=127.0.0.1:8443 peer=127.0.0.1:36484 \
+            user_agent=grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2) listener=public \
+            client.subject=\"CN=a \\\"b\\\",O=dice fleet\" client.via_proxy=true\n\
+            2026-11-29T00:46:46Z DEBUG dice_agent::listener: accepted h2c connection\n";
+        let lines = rolls(logs);
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line.listener().as_deref(), Some("public"));
+        assert_eq!(
+            line.field("client.subject").as_deref(),
+            Some("CN=a \"b\",O=dice fleet")
+        );
+        assert_eq!(line.field("client.via_proxy").as_deref(), Some("true"));
+        assert_eq!(line.field("client.sans"), None);
+        assert_eq!(h2c_connections(logs), 1);
+    }
+}

@@ -1,0 +1,249 @@
+//! The real nginx, running the repository's `config/nginx.conf`, in front of
+//! real agents' h2c listeners: mTLS terminated by nginx, load balancing over
+//! kept-alive upstream connections, failover, and the client identity header.
+//!
+//! Needs nginx (`apt-get install nginx`) and the test venv
+//! (`./scripts/setup-test-env.sh`); missing either fails the test.
+
+use std::time::Duration;
+
+use dice_proto::api::RollDieRequest;
+use dice_proto::api::dice_service_client::DiceServiceClient;
+use dice_tests::nginx::Nginx;
+use dice_tests::pki::CLIENT_CN;
+use dice_tests::python::PyRoll;
+use dice_tests::rpc_log::{RpcLine, h2c_connections, rolls};
+use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, tempdir};
+
+/// How long a stopped agent may take to drain and exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The identity header nginx sets, and what a client might try to forge.
+const SUBJECT_HEADER: &str = "x-client-subject";
+const FORGED_SUBJECT: &str = "CN=forged-admin";
+
+fn two_agents(pki: &Pki) -> (Agent, Agent) {
+    let first = Agent::spawn(&AgentConfig::standard(pki).node("node-a"));
+    let second = Agent::spawn(&AgentConfig::standard(pki).node("node-b"));
+    (first, second)
+}
+
+#[test]
+fn python_client_and_dicectl_roll_through_nginx() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let (a, b) = two_agents(&pki);
+    let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
+
+    let values = PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(pki.client())
+        .count(6)
+        .rolls();
+    assert_eq!(values.len(), 6);
+
+    let client = pki.client();
+    let roll = Ctl::run([
+        "roll".as_ref(),
+        "--node".as_ref(),
+        nginx.addr().to_string().as_ref(),
+        "--ca".as_ref(),
+        pki.ca_cert().as_os_str(),
+        "--cert".as_ref(),
+        client.cert.as_os_str(),
+        "--key".as_ref(),
+        client.key.as_os_str(),
+    ]);
+    roll.assert_success();
+    let value: i32 = roll
+        .stdout
+        .trim()
+        .parse()
+        .expect("dicectl prints the value");
+    assert!((1..=6).contains(&value), "{roll}");
+
+    // nginx logged every RPC with the agent's OK status from the trailers.
+    let access = nginx.access_log();
+    let ok = access
+        .lines()
+        .filter(|line| line.contains(" grpc_status=0 "))
+        .count();
+    assert_eq!(ok, 7, "7 RPCs with grpc-status 0\n{}", nginx.dump());
+    assert_eq!(rolls(&a.logs()).len() + rolls(&b.logs()).len(), 7);
+}
+
+#[test]
+fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let stranger = pki.unrelated("other");
+    let (a, b) = two_agents(&pki);
+    let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
+
+    let none = PyRoll::new(nginx.addr(), pki.ca_cert()).fails_with("UNAUTHENTICATED");
+    none.assert_stderr_contains("client certificate required");
+    none.assert_stderr_contains("kind: tls");
+
+    let foreign = PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(stranger.client())
+        .fails_with("UNAUTHENTICATED");
+    foreign.assert_stderr_contains("client certificate not trusted");
+
+    // Neither request reached an agent.
+    assert_eq!(rolls(&a.logs()).len() + rolls(&b.logs()).len(), 0);
+    let access = nginx.access_log();
+    assert!(access.contains("verify=NONE"), "{}", nginx.dump());
+    assert!(access.contains("verify=FAILED:"), "{}", nginx.dump());
+
+    // A good client still gets through.
+    PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(pki.client())
+        .rolls();
+}
+
+#[test]
+fn nginx_balances_over_both_agents_on_kept_alive_connections() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let (a, b) = two_agents(&pki);
+    let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
+
+    const ROLLS: usize = 20;
+    PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(pki.client())
+        .count(ROLLS as u32)
+        .rolls();
+
+    let (rolls_a, rolls_b) = (rolls(&a.logs()).len(), rolls(&b.logs()).len());
+    let context = || format!("{}\n{}\n{}", a.dump(), b.dump(), nginx.dump());
+    assert_eq!(rolls_a + rolls_b, ROLLS, "{}", context());
+    assert!(
+        rolls_a >= ROLLS / 4 && rolls_b >= ROLLS / 4,
+        "round robin should spread {ROLLS} rolls over both agents, got {rolls_a} and {rolls_b}\n{}",
+        context()
+    );
+    // upstream keepalive: the RPCs reuse a connection per agent and nginx
+    // worker, rather than opening one each.
+    for (name, agent, served) in [("a", &a, rolls_a), ("b", &b, rolls_b)] {
+        let connections = h2c_connections(&agent.logs());
+        assert!(
+            (1..=2).contains(&connections) && connections < served,
+            "agent {name} served {served} RPCs on {connections} connections: \
+             nginx should keep upstream connections alive\n{}",
+            context()
+        );
+    }
+}
+
+#[test]
+fn rolls_keep_working_through_nginx_when_one_agent_stops() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let (mut a, b) = two_agents(&pki);
+    let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
+    let roll = |count| {
+        PyRoll::new(nginx.addr(), pki.ca_cert())
+            .identity(pki.client())
+            .count(count)
+            .rolls()
+    };
+
+    // Both agents serve, and nginx holds a kept-alive connection to each.
+    roll(4);
+    assert!(!rolls(&a.logs()).is_empty() && !rolls(&b.logs()).is_empty());
+
+    a.signal(Signal::TERM);
+    let status = a.wait_exit(EXIT_TIMEOUT);
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "agent a should exit 0 after SIGTERM, got {status:?}\n{}",
+        a.dump()
+    );
+
+    let served_by_b = rolls(&b.logs()).len();
+    roll(10);
+    roll(10);
+    assert_eq!(
+        rolls(&b.logs()).len(),
+        served_by_b + 20,
+        "the remaining agent serves every roll\n{}\n{}",
+        b.dump(),
+        nginx.dump()
+    );
+
+    // With no agent left, nginx answers with a gRPC status, not a bare 502.
+    drop(b);
+    PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(pki.client())
+        .fails_with("UNAVAILABLE")
+        .assert_stderr_contains("no dice agent reachable");
+}
+
+#[tokio::test]
+async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let config = AgentConfig::new("proxied")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .listener(ListenerConfig::h2c("trusted").trusted_proxy())
+        .listener(ListenerConfig::h2c("plain"));
+    let agent = Agent::spawn(&config);
+    // One nginx in front of both h2c listeners: round robin sends it to each.
+    let nginx = Nginx::spawn(&pki, [agent.addr("trusted"), agent.addr("plain")]);
+
+    // The client also tries to forge the header; nginx replaces it.
+    PyRoll::new(nginx.addr(), pki.ca_cert())
+        .identity(pki.client())
+        .metadata(SUBJECT_HEADER, FORGED_SUBJECT)
+        .count(6)
+        .rolls();
+
+    let lines = rolls(&agent.logs());
+    let on = |listener: &str| -> Vec<RpcLine> {
+        (lines.iter())
+            .filter(|line| line.listener().as_deref() == Some(listener))
+            .cloned()
+            .collect()
+    };
+    let (trusted, plain) = (on("trusted"), on("plain"));
+    assert!(
+        !trusted.is_empty() && !plain.is_empty() && trusted.len() + plain.len() == 6,
+        "nginx should send rolls to both listeners\n{}\n{}",
+        agent.dump(),
+        nginx.dump()
+    );
+    for line in &trusted {
+        let subject = line.field("client.subject").unwrap_or_default();
+        assert!(
+            subject.contains(&format!("CN={CLIENT_CN}")),
+            "a trusted listener logs the subject nginx verified: {line:?}"
+        );
+        assert_eq!(line.field("client.via_proxy").as_deref(), Some("true"));
+        assert!(!line.line.contains("forged"), "{line:?}");
+    }
+    for line in &plain {
+        assert_eq!(line.field("client.subject"), None, "{line:?}");
+        assert_eq!(line.field("client.via_proxy"), None, "{line:?}");
+    }
+
+    // Straight to the untrusted h2c listener, a forged header is ignored too.
+    let client = Client::h2c(agent.addr("plain"))
+        .await
+        .expect("connect over h2c");
+    let mut request = tonic::Request::new(RollDieRequest {});
+    request.metadata_mut().insert(
+        SUBJECT_HEADER,
+        FORGED_SUBJECT.parse().expect("an ASCII header value"),
+    );
+    DiceServiceClient::new(client.channel())
+        .roll_die(request)
+        .await
+        .expect("roll over h2c");
+    let direct = rolls(&agent.logs());
+    assert_eq!(direct.len(), 7);
+    assert!(
+        direct.iter().all(|line| !line.line.contains("forged")),
+        "{}",
+        agent.dump()
+    );
+}
