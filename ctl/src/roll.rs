@@ -115,17 +115,20 @@ pub async fn roll_node(
 }
 
 /// Connects to `node` and rolls once, all within `timeout`.
+///
+/// # Panics
+///
+/// Never: [`roll_node`] returns `count` values when it returns no error.
 pub async fn roll(
     node: &NodeTarget,
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<i32, NodeError> {
     let (values, error) = roll_node(node, tls, Instant::now() + timeout, 1).await;
-    match (error, values.first()) {
-        (Some(error), _) => Err(error),
-        (None, Some(value)) => Ok(*value),
-        (None, None) => unreachable!("roll_node returns one value or an error"),
+    if let Some(error) = error {
+        return Err(error);
     }
+    Ok(values[0])
 }
 
 #[cfg(test)]

@@ -154,6 +154,15 @@ impl Agent {
         }
     }
 
+    /// The address of the `/metrics` listener (the ready file's `metrics metrics ADDR`
+    /// line), if the config has a `[metrics]` table.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(self.dir.path().join("ready")).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("metrics metrics "))
+            .and_then(|addr| addr.trim().parse().ok())
+    }
+
     /// The address of the first mTLS listener.
     pub fn mtls_addr(&self) -> SocketAddr {
         self.first(Mode::Mtls)
@@ -274,6 +283,10 @@ pub fn parse_ready(text: &str) -> Result<Vec<BoundListener>, String> {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
+        // The metrics endpoint is not a gRPC listener: see `Agent::metrics_addr`.
+        if fields.get(..2) == Some(&["metrics", "metrics"][..]) {
+            continue;
+        }
         let [name, mode, addr] = fields[..] else {
             return Err(format!(
                 "ready file line {}: expected `<name> <mode> <address>`, got {line:?}",
@@ -315,6 +328,9 @@ mod tests {
         assert_eq!(listeners[0].name, "0");
         assert_eq!(listeners[0].mode, Mode::Mtls);
         assert_eq!(listeners[1].addr, "127.0.0.1:5".parse().expect("addr"));
+        let with_metrics =
+            parse_ready("0 mtls 127.0.0.1:1\nmetrics metrics 127.0.0.1:9\n").expect("valid");
+        assert_eq!(with_metrics.len(), 1);
     }
 
     #[test]

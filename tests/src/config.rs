@@ -60,6 +60,8 @@ pub struct ListenerConfig {
     pub trusted_proxy: bool,
     /// A per-listener TLS override.
     pub tls: Option<TlsFiles>,
+    /// mtls only: `allow`, the client identities served (empty: any verified client).
+    pub allow: Vec<String>,
 }
 
 impl ListenerConfig {
@@ -86,7 +88,14 @@ impl ListenerConfig {
             allow_public: false,
             trusted_proxy: false,
             tls: None,
+            allow: Vec::new(),
         }
+    }
+
+    /// Sets `allow`: the client identity patterns this mTLS listener serves.
+    pub fn allow<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.allow = patterns.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Binds `address` instead of `127.0.0.1:0`.
@@ -133,6 +142,12 @@ pub struct AgentConfig {
     pub max_handshakes: Option<u32>,
     /// `[shutdown] grace_period`, e.g. `"10s"`.
     pub grace_period: Option<String>,
+    /// `[tls] crl`: CRL files (needs [`AgentConfig::tls`]).
+    pub crl: Vec<PathBuf>,
+    /// `[tls] strict_permissions = true` (needs [`AgentConfig::tls`]).
+    pub strict_permissions: bool,
+    /// More `[limits]` keys, each with its value as raw TOML (`("max_connections", "5")`).
+    pub limits: Vec<(String, String)>,
     /// Raw TOML appended after everything else.
     pub extra: String,
     /// Extra command-line arguments for the agent.
@@ -151,6 +166,9 @@ impl AgentConfig {
             handshake_timeout: None,
             max_handshakes: None,
             grace_period: None,
+            crl: Vec::new(),
+            strict_permissions: false,
+            limits: Vec::new(),
             extra: String::new(),
             args: Vec::new(),
         }
@@ -219,6 +237,24 @@ impl AgentConfig {
         self
     }
 
+    /// Adds a CRL file to `[tls] crl`.
+    pub fn crl(mut self, path: &Path) -> Self {
+        self.crl.push(path.to_owned());
+        self
+    }
+
+    /// Sets `[tls] strict_permissions = true`.
+    pub fn strict_permissions(mut self) -> Self {
+        self.strict_permissions = true;
+        self
+    }
+
+    /// Sets `[limits] KEY = VALUE`, `value` as raw TOML: `limit("idle_timeout", "\"1s\"")`.
+    pub fn limit(mut self, key: &str, value: &str) -> Self {
+        self.limits.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Appends raw TOML (for keys this builder does not know).
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
@@ -245,6 +281,13 @@ impl AgentConfig {
             line(w, &format!("cert = {}", quote_path(&tls.cert)));
             line(w, &format!("key = {}", quote_path(&tls.key)));
             line(w, &format!("client_ca = {}", quote_path(&tls.client_ca)));
+            if !self.crl.is_empty() {
+                let crl: Vec<String> = self.crl.iter().map(|path| quote_path(path)).collect();
+                line(w, &format!("crl = [{}]", crl.join(", ")));
+            }
+            if self.strict_permissions {
+                line(w, "strict_permissions = true");
+            }
         }
         for listener in &self.listeners {
             line(w, "\n[[listeners]]");
@@ -258,6 +301,10 @@ impl AgentConfig {
             }
             if listener.trusted_proxy {
                 line(w, "trusted_proxy = true");
+            }
+            if !listener.allow.is_empty() {
+                let allow: Vec<String> = listener.allow.iter().map(|p| quote(p)).collect();
+                line(w, &format!("allow = [{}]", allow.join(", ")));
             }
             if let Some(tls) = &listener.tls {
                 line(
@@ -280,13 +327,19 @@ impl AgentConfig {
                 line(w, &format!("level = {}", quote(level)));
             }
         }
-        if self.handshake_timeout.is_some() || self.max_handshakes.is_some() {
+        if self.handshake_timeout.is_some()
+            || self.max_handshakes.is_some()
+            || !self.limits.is_empty()
+        {
             line(w, "\n[limits]");
             if let Some(timeout) = &self.handshake_timeout {
                 line(w, &format!("handshake_timeout = {}", quote(timeout)));
             }
             if let Some(max) = self.max_handshakes {
                 line(w, &format!("max_handshakes = {max}"));
+            }
+            for (key, value) in &self.limits {
+                line(w, &format!("{key} = {value}"));
             }
         }
         if let Some(grace) = &self.grace_period {
@@ -327,11 +380,14 @@ mod tests {
         };
         let config = AgentConfig::new("n1")
             .tls(tls.clone())
-            .listener(ListenerConfig::mtls("public").tls(tls))
+            .listener(ListenerConfig::mtls("public").tls(tls).allow(["web-*"]))
             .listener(ListenerConfig::unnamed(Mode::H2c))
             .log_format("json")
             .handshake_timeout("2s")
             .max_handshakes(7)
+            .limit("idle_timeout", "\"1s\"")
+            .crl(Path::new("/tmp/a.crl"))
+            .strict_permissions()
             .grace_period("3s")
             .extra("# trailing");
         let text = config.to_toml();
@@ -347,6 +403,10 @@ mod tests {
         assert_eq!(listeners[1]["mode"].as_str(), Some("h2c"));
         assert!(listeners[1].get("name").is_none());
         assert_eq!(value["limits"]["max_handshakes"].as_integer(), Some(7));
+        assert_eq!(value["limits"]["idle_timeout"].as_str(), Some("1s"));
+        assert_eq!(value["tls"]["crl"][0].as_str(), Some("/tmp/a.crl"));
+        assert_eq!(value["tls"]["strict_permissions"].as_bool(), Some(true));
+        assert_eq!(listeners[0]["allow"][0].as_str(), Some("web-*"));
         assert_eq!(value["shutdown"]["grace_period"].as_str(), Some("3s"));
     }
 }

@@ -59,9 +59,9 @@ impl KeyFormat {
     /// The PEM label a key file in this form starts with.
     pub fn pem_label(self) -> &'static str {
         match self {
-            Self::Pkcs8 => "-----BEGIN PRIVATE KEY-----",
-            Self::Sec1 => "-----BEGIN EC PRIVATE KEY-----",
-            Self::Pkcs1 => "-----BEGIN RSA PRIVATE KEY-----",
+            Self::Pkcs8 => concat!("-----BEGIN ", "PRIVATE KEY-----"),
+            Self::Sec1 => concat!("-----BEGIN EC ", "PRIVATE KEY-----"),
+            Self::Pkcs1 => concat!("-----BEGIN RSA ", "PRIVATE KEY-----"),
         }
     }
 }
