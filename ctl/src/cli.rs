@@ -32,7 +32,7 @@ FLEET FILE:
 
 /// Administers a dice fleet: rolls dice and checks health across agents over mTLS, makes the dev PKI.
 #[derive(Debug, Parser)]
-#[command(name = "dicectl", version, after_help = EXIT_STATUS)]
+#[command(name = "dicectl", version = dice_proto::VERSION, after_help = EXIT_STATUS)]
 pub struct Cli {
     /// Options for every subcommand.
     #[command(flatten)]
@@ -95,6 +95,14 @@ pub enum Command {
     /// Make and manage certificates
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: dice_proto::clidocs::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }
 
 fn roll_after_help() -> String {

@@ -42,6 +42,7 @@ mod testing;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::CommandFactory;
 use time::OffsetDateTime;
 
 use crate::cli::{CertsCommand, Cli, Command};
@@ -87,6 +88,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             let report = certs::init(&options, OffsetDateTime::now_utc())?;
             output::stdout(&report.to_string())?;
+            Ok(Outcome::Success)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            dice_proto::clidocs::write_completions(Cli::command(), shell, &mut script);
+            output::stdout(&String::from_utf8_lossy(&script))?;
+            Ok(Outcome::Success)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            dice_proto::clidocs::write_man(Cli::command(), &mut page)?;
+            output::stdout(&String::from_utf8_lossy(&page))?;
             Ok(Outcome::Success)
         }
     }
