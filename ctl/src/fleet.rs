@@ -1,7 +1,7 @@
 //! The fleet file: which nodes there are, and how dicectl connects to them.
 //!
 //! [`load`] parses the TOML ([`raw`]) and validates it into a [`Fleet`],
-//! collecting every error with its file, line and key ([`error`]), as the
+//! collecting every error with its file, line and key (`dice_proto::file_error`), as the
 //! agent's config does. Unknown keys are errors. Relative certificate paths
 //! resolve against the folder of the fleet file, not the working directory.
 //!
@@ -21,18 +21,17 @@
 //! labels = { region = "eu" }
 //! ```
 
-mod error;
 mod raw;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use self::error::Reporter;
-pub use self::error::{FleetError, FleetErrors};
 use self::raw::{RawClient, RawFleet, RawNode};
 use crate::client::{NodeTarget, TargetError};
 use crate::tls::{PemFile, Source};
+use dice_proto::file_error::Reporter;
+pub use dice_proto::file_error::{FileError as FleetError, FileErrors as FleetErrors};
 
 /// The environment variable naming the fleet file when `--fleet` is not given.
 pub const FLEET_ENV: &str = "DICECTL_FLEET";
@@ -179,7 +178,7 @@ fn validate_client(
         let value = value?;
         let at = value.span().start;
         if value.get_ref().is_empty() {
-            report.error(at, key, "empty path", "name a PEM file");
+            report.error_at(at, key, "empty path", "name a PEM file");
             return None;
         }
         Some(PemFile {
@@ -204,13 +203,13 @@ fn validate_client(
     if let Some(value) = raw.timeout {
         match parse_duration(value.get_ref()) {
             Ok(timeout) if !timeout.is_zero() => settings.timeout = timeout,
-            Ok(_) => report.error(
+            Ok(_) => report.error_at(
                 value.span().start,
                 "client.timeout",
                 "must be greater than zero",
                 "e.g. \"2s\"",
             ),
-            Err(message) => report.error(
+            Err(message) => report.error_at(
                 value.span().start,
                 "client.timeout",
                 message,
@@ -221,7 +220,7 @@ fn validate_client(
     if let Some(value) = raw.concurrency {
         match usize::try_from(*value.get_ref()) {
             Ok(n @ 1..=MAX_CONCURRENCY) => settings.concurrency = n,
-            _ => report.error(
+            _ => report.error_at(
                 value.span().start,
                 "client.concurrency",
                 format!(
@@ -235,7 +234,7 @@ fn validate_client(
     if let Some(value) = raw.expiry_warning {
         match parse_duration(value.get_ref()) {
             Ok(warning) => settings.expiry_warning = warning,
-            Err(message) => report.error(
+            Err(message) => report.error_at(
                 value.span().start,
                 "client.expiry_warning",
                 message,
@@ -257,7 +256,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
         let name = entry.name.get_ref();
         let name_at = entry.name.span().start;
         if let Some(problem) = name_problem(name) {
-            report.error(
+            report.error_at(
                 name_at,
                 key("name"),
                 format!("{name:?}: {problem}"),
@@ -265,7 +264,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
             );
         } else if let Some(&first) = seen.get(name) {
             let first = report.line(first);
-            report.error(
+            report.error_at(
                 name_at,
                 key("name"),
                 format!("{name:?} is already the name of the node on line {first}"),
@@ -282,7 +281,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
         ) {
             Ok(target) => Some(target),
             Err(TargetError::Address { addr, reason }) => {
-                report.error(
+                report.error_at(
                     entry.address.span().start,
                     key("address"),
                     format!("{addr:?}: {reason}"),
@@ -295,7 +294,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
                     Some(value) if flag == "--server-name" => (value.span().start, "server_name"),
                     _ => (entry.address.span().start, "address"),
                 };
-                report.error(
+                report.error_at(
                     at,
                     key(field),
                     format!("{name:?}: not a DNS name or IP address"),
@@ -310,7 +309,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
                 let at = labels.span().start;
                 let labels = labels.into_inner();
                 if labels.keys().any(String::is_empty) {
-                    report.error(
+                    report.error_at(
                         at,
                         key("labels"),
                         "empty label name",

@@ -6,11 +6,13 @@
 //! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
+//! - [`file_error`]: errors in TOML files that name the file, line and key.
 //! - [`clidocs`]: shell completions and man pages from the clap definitions.
 
 pub mod cert;
 pub mod clidocs;
 pub mod crypto;
+pub mod file_error;
 pub mod pem;
 
 /// The `DiceService` API, generated from `proto/api.proto`.

@@ -1,16 +1,15 @@
 //! The agent's config: `load` parses the TOML file ([`raw`]), then a
 //! validation pass turns it into a [`Config`] with no loose ends, collecting
-//! every error with its file, line and key ([`error`]).
+//! every error with its file, line and key.
 
-mod error;
 mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use error::Reporter;
-pub use error::{ConfigError, ConfigErrors};
+pub use dice_proto::file_error::{FileError as ConfigError, FileErrors as ConfigErrors};
+use dice_proto::file_error::{Reporter, line_of};
 use raw::{RawConfig, RawListener, RawTls};
 use toml::Spanned;
 
@@ -485,7 +484,7 @@ impl Validator<'_, '_> {
                 Some(FileRef {
                     path: self.base.join(value.get_ref()),
                     key,
-                    line: error::line_of(self.source, value.span().start),
+                    line: line_of(self.source, value.span().start),
                     origin: self.origin.to_owned(),
                 })
             };
@@ -498,7 +497,7 @@ impl Validator<'_, '_> {
         };
         let crl = crl
             .map(|list| {
-                let line = error::line_of(self.source, list.span().start);
+                let line = line_of(self.source, list.span().start);
                 list.get_ref()
                     .iter()
                     .enumerate()

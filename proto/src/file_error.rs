@@ -1,12 +1,13 @@
-//! Config errors that name the file, the line and the key, and say what to do.
+//! Errors in the TOML files both binaries read (the agent config, the fleet
+//! file): each names the file, the line and the key, and says what to do.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// One problem found in a config file.
+/// One problem found in a TOML file. Displays as `FILE line N: KEY: MESSAGE (HINT)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The config file.
+pub struct FileError {
+    /// The file.
     pub file: PathBuf,
     /// 1-based line of the offending value, when known.
     pub line: Option<usize>,
@@ -18,7 +19,7 @@ pub struct ConfigError {
     pub hint: Option<String>,
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
@@ -35,13 +36,13 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for FileError {}
 
-/// Every problem found in a config file; never empty.
+/// Every problem found in a file, one per line; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct FileErrors(pub Vec<FileError>);
 
-impl fmt::Display for ConfigErrors {
+impl fmt::Display for FileErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, error) in self.0.iter().enumerate() {
             if i > 0 {
@@ -53,17 +54,19 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-impl std::error::Error for ConfigErrors {}
+impl std::error::Error for FileErrors {}
 
 /// Builds errors for one file, turning byte offsets into line numbers.
-pub(crate) struct Reporter<'a> {
+pub struct Reporter<'a> {
     file: &'a Path,
     source: &'a str,
-    pub(crate) errors: Vec<ConfigError>,
+    /// The errors recorded so far.
+    pub errors: Vec<FileError>,
 }
 
 impl<'a> Reporter<'a> {
-    pub(crate) fn new(file: &'a Path, source: &'a str) -> Self {
+    /// A reporter for `source`, read from `file`.
+    pub fn new(file: &'a Path, source: &'a str) -> Self {
         Self {
             file,
             source,
@@ -71,15 +74,31 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// The 1-based line of byte `offset`.
+    pub fn line(&self, offset: usize) -> usize {
+        line_of(self.source, offset)
+    }
+
+    /// Records an error at byte offset `at`, a known position, for `key`.
+    pub fn error_at(
+        &mut self,
+        at: usize,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: &str,
+    ) {
+        self.error(Some(at), key, message, Some(hint));
+    }
+
     /// Records an error at byte offset `at` (if known) for `key`.
-    pub(crate) fn error(
+    pub fn error(
         &mut self,
         at: Option<usize>,
         key: impl Into<String>,
         message: impl Into<String>,
         hint: Option<&str>,
     ) {
-        let error = ConfigError {
+        let error = FileError {
             file: self.file.to_owned(),
             line: at.map(|offset| line_of(self.source, offset)),
             key: Some(key.into()),
@@ -90,7 +109,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Converts a TOML parse error, recovering the key path from the span.
-    pub(crate) fn parse_error(&mut self, error: &toml::de::Error) {
+    pub fn parse_error(&mut self, error: &toml::de::Error) {
         let offset = error.span().map(|span| span.start);
         let key = offset.and_then(|offset| key_path_at(self.source, offset));
         let message = error.message().trim().replace('\n', " ");
@@ -98,10 +117,12 @@ impl<'a> Reporter<'a> {
             Some("remove it or fix its spelling; the README lists every key")
         } else if message.starts_with("missing field") {
             Some("add it; the README lists every key")
+        } else if message.starts_with("invalid type") {
+            Some("see the README for the type of each key")
         } else {
             Some("fix the TOML syntax")
         };
-        self.errors.push(ConfigError {
+        self.errors.push(FileError {
             file: self.file.to_owned(),
             line: offset.map(|offset| line_of(self.source, offset)),
             key,
@@ -112,7 +133,7 @@ impl<'a> Reporter<'a> {
 }
 
 /// The 1-based line holding byte `offset`.
-pub(crate) fn line_of(source: &str, offset: usize) -> usize {
+pub fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
     source.as_bytes()[..end]
         .iter()
@@ -168,6 +189,21 @@ fn key_path_at(source: &str, offset: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_read_file_line_key_message_hint() {
+        let error = FileError {
+            file: "fleet.toml".into(),
+            line: Some(7),
+            key: Some("nodes[1].address".into()),
+            message: "\"x\": missing port".into(),
+            hint: Some("write HOST:PORT".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "fleet.toml line 7: nodes[1].address: \"x\": missing port (write HOST:PORT)"
+        );
+    }
 
     #[test]
     fn key_paths_follow_tables_and_array_tables() {
