@@ -46,17 +46,14 @@ for i in "${!nodes[@]}"; do
 done
 
 tls=(--ca certs/dev/ca.pem --cert certs/dev/client.pem --key certs/dev/client-key.pem)
-addresses=()
+# config/fleet.toml names these agents at the addresses config/node-*.toml bind.
+fleet=(--fleet config/fleet.toml)
 echo
 echo "== roll"
-for node in "${nodes[@]}"; do
-    address=$(awk '$2 == "mtls" { print $3; exit }' "$run/$node.ready")
-    addresses+=("$address")
-    echo "$node ($address): $("$bin/dicectl" roll --node "$address" "${tls[@]}")"
-done
+"$bin/dicectl" "${fleet[@]}" roll --all --count 3 || true
 echo
 echo "== health"
-"$bin/dicectl" health --node "${addresses[@]}" "${tls[@]}" || true
+"$bin/dicectl" "${fleet[@]}" health || true
 
 cat <<MSG
 
