@@ -20,7 +20,7 @@ pub struct Args {
     /// Load and validate the config and every certificate file, print a summary, and exit.
     #[arg(long)]
     pub check: bool,
-    /// Once every listener is bound, write the bound addresses here (one `NAME MODE ADDRESS` line per listener).
+    /// Once every listener is bound, write the bound addresses here (one `NAME MODE ADDRESS` line per listener, and `metrics metrics ADDRESS` with [metrics]).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// Log format; overrides `log.format` in the config.

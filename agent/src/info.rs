@@ -34,13 +34,14 @@ impl Info {
     }
 }
 
-/// The info API's view of a certificate.
-pub fn certificate_info(leaf: &CertSummary) -> CertificateInfo {
+/// The info API's view of a certificate, with the days it has left at `now` (Unix seconds).
+pub fn certificate_info(leaf: &CertSummary, now: i64) -> CertificateInfo {
     CertificateInfo {
         subject: leaf.subject.clone(),
         serial: leaf.serial.clone(),
         not_after: rfc3339(leaf.not_after),
         sans: leaf.sans.clone(),
+        days_left: leaf.days_left(now),
     }
 }
 
@@ -51,11 +52,15 @@ impl AgentInfoService for Info {
         _request: Request<GetInfoRequest>,
     ) -> Result<Response<AgentInfo>, Status> {
         let state = &self.state;
+        let now = crate::unix_now();
         let certificates = state
             .profiles
             .iter()
             .map(|(listener, profile)| {
-                (listener.clone(), certificate_info(&profile.material().leaf))
+                (
+                    listener.clone(),
+                    certificate_info(&profile.material().leaf, now),
+                )
             })
             .collect();
         let last_reload = state

@@ -4,23 +4,28 @@
 //! Layout:
 //! - [`cli`]: command-line flags; [`config`]: the TOML config, parsed then validated.
 //! - [`tls`]: certificate material, checked and turned into a swappable rustls config.
-//! - [`reload`]: watches the certificate files and swaps in new material.
+//! - [`reload`]: watches the certificate files and swaps in new material;
+//!   [`expiry`]: warns while a served certificate is close to expiring.
 //! - [`listener`]: one accept loop per listener, TLS handshakes in their own tasks.
 //! - [`conn`]: an accepted connection and what is known about its peer.
 //! - [`server`]: the tonic server over all listeners, with graceful shutdown.
 //! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC;
-//!   [`authz`]: per-listener allow lists of client identities.
+//!   [`authz`]: per-listener allow lists of client identities; [`message_limit`]:
+//!   `RESOURCE_EXHAUSTED` for requests over `limits.max_message_bytes`.
 //! - [`check`]: `--check`; [`ready`]: the ready file and [`systemd`] readiness; [`shutdown`]: stop signals;
-//!   [`logging`]: the tracing subscriber; [`metrics`]: Prometheus metrics and `/metrics`.
+//!   [`logging`]: the tracing subscriber, writing through [`log_writer`]; [`metrics`]: Prometheus metrics and `/metrics`.
 
 pub mod authz;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod expiry;
 pub mod info;
 pub mod listener;
+pub mod log_writer;
 pub mod logging;
+pub mod message_limit;
 pub mod metrics;
 pub mod ready;
 pub mod reload;
@@ -94,7 +99,10 @@ pub fn load_profiles(config: &Config) -> Result<HashMap<TlsFiles, Arc<TlsProfile
 }
 
 fn files_contain(files: &TlsFiles, error: &TlsError) -> bool {
-    [&files.cert, &files.key, &files.client_ca].contains(&&error.file)
+    [&files.cert, &files.key, &files.client_ca]
+        .into_iter()
+        .chain(&files.crl)
+        .any(|file| *file == error.file)
 }
 
 /// Every socket the agent serves on, bound.
@@ -163,6 +171,7 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
     for listener in &bound.listeners {
         let address = listener.local_addr().map_err(anyhow::Error::from)?;
         info!(listener = %listener.config.name, mode = listener.config.mode.as_str(), %address, "listening");
+        metrics::metrics().listener_bound(&listener.config.name, listener.tls.is_some());
     }
     for profile in profiles.values() {
         let material = profile.material();
@@ -185,12 +194,19 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
             .collect(),
         last_reload: Mutex::new(Default::default()),
     });
+    let served: Vec<_> = profiles.values().cloned().collect();
     let reloader = reload::Reloader::new(
         profiles.into_values().collect(),
         state.clone(),
         config.reload,
     )
     .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
-    server::serve(&config, state, bound, signals, reloader, ready_file).await?;
+    // Daily expiry warnings, for as long as the server runs.
+    let expiry_stop = tokio_util::sync::CancellationToken::new();
+    let expiry_task = tokio::spawn(expiry::run(served, expiry_stop.clone()));
+    let result = server::serve(&config, state, bound, signals, reloader, ready_file).await;
+    expiry_stop.cancel();
+    let _ = expiry_task.await;
+    result?;
     Ok(())
 }

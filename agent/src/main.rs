@@ -48,7 +48,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    logging::init(
+    // Declared before the runtime so it drops after it: lines logged while
+    // the runtime shuts down are still written out.
+    let _log_guard = logging::init(
         args.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );

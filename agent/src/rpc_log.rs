@@ -6,11 +6,16 @@
 //! body, so the log line is written by the response body when it finishes (or
 //! is dropped, when the client goes away first).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use http_body::{Body, Frame};
 use tonic::Code;
 use tower::{Layer, Service};
@@ -118,31 +123,25 @@ impl<B: Body> Body for LoggedBody<B> {
 }
 
 /// What is known about one RPC; logs itself when dropped.
+///
+/// Everything taken from the request is a cheap clone of the request's own
+/// bytes (`Bytes`-backed URI parts and header values), not a `String`: the
+/// record is made for every RPC, and text is only needed if the line is written.
 struct RpcRecord {
     started: Instant,
-    method: String,
-    authority: String,
-    user_agent: String,
+    path: Option<PathAndQuery>,
+    authority: Option<Authority>,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
     conn: Option<ConnInfo>,
-    proxy_client: Option<String>,
+    proxy_client: Option<HeaderValue>,
     code: Option<Code>,
 }
 
 impl RpcRecord {
     fn start<B>(request: &Request<B>) -> Self {
-        let header = |name: http::header::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| header(http::header::HOST));
+        let headers = request.headers();
+        let authority = request.uri().authority().cloned();
         let conn = request.extensions().get::<ConnInfo>().cloned();
         // The record's life is the RPC's: it also feeds the connection's idle timer.
         if let Some(conn) = &conn {
@@ -152,19 +151,29 @@ impl RpcRecord {
         let proxy_client = conn
             .as_ref()
             .filter(|c| c.trusted_proxy)
-            .and_then(|_| request.headers().get(PROXY_CLIENT_SUBJECT_HEADER))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .and_then(|_| headers.get(PROXY_CLIENT_SUBJECT_HEADER))
+            .filter(|v| v.to_str().is_ok())
+            .cloned();
         Self {
             started: Instant::now(),
-            method: request.uri().path().to_owned(),
+            path: request.uri().path_and_query().cloned(),
+            host: if authority.is_none() {
+                headers.get(http::header::HOST).cloned()
+            } else {
+                None
+            },
             authority,
-            user_agent: header(http::header::USER_AGENT),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
             conn,
             proxy_client,
             code: None,
         }
     }
+}
+
+/// A header's text, or `""` if it is not visible ASCII.
+fn text(value: Option<&HeaderValue>) -> &str {
+    value.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 impl Drop for RpcRecord {
@@ -176,28 +185,71 @@ impl Drop for RpcRecord {
         let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // No status at all means the client went away before the RPC ended.
         let code = self.code.unwrap_or(Code::Cancelled);
-        record_metrics(&self.method, code, elapsed.as_secs_f64());
+        let method = self.path.as_ref().map_or("/", PathAndQuery::path);
+        record_metrics(method, code, elapsed.as_secs_f64());
         let conn = self.conn.as_ref();
         let client = conn.and_then(|c| c.client.as_deref());
-        let subject = client
-            .map(|c| c.subject.as_str())
-            .or(self.proxy_client.as_deref());
+        let proxy_client = self.proxy_client.as_ref().and_then(|v| v.to_str().ok());
+        let subject = client.map(|c| c.subject.as_str()).or(proxy_client);
+        let authority = match &self.authority {
+            Some(authority) => authority.as_str(),
+            None => text(self.host.as_ref()),
+        };
         tracing::info!(
             target: "dice_agent::rpc",
-            method = %self.method,
+            method = %method,
             code = code as i32,
-            status = ?code,
+            status = %code_name(code),
             duration_us,
-            authority = %self.authority,
-            peer = %conn.map(|c| c.peer.to_string()).unwrap_or_default(),
-            user_agent = %self.user_agent,
-            listener = %conn.map(|c| &*c.listener).unwrap_or(""),
+            authority = %authority,
+            peer = conn.map(|c| tracing::field::display(c.peer)),
+            user_agent = %text(self.user_agent.as_ref()),
+            listener = %conn.map_or("", |c| &*c.listener),
             client.subject = subject,
-            client.via_proxy = self.proxy_client.is_some().then_some(true),
+            client.via_proxy = proxy_client.is_some().then_some(true),
             client.sans = client.map(|c| c.sans.join(",")),
             "rpc"
         );
     }
+}
+
+/// A gRPC code's name as `{code:?}` writes it (`Ok`, `NotFound`, ...), without formatting.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The most methods a worker thread keeps metric handles for.
+const MAX_CACHED_SERIES: usize = 64;
+
+/// gRPC status codes: 0 (`Ok`) to 16 (`Unauthenticated`).
+const CODES: usize = 17;
+
+/// A series' counter and latency histogram.
+type Series = (Counter, Histogram);
+
+thread_local! {
+    /// Handles to the metric series this thread has used, by method and code:
+    /// looking one up in the registry's families takes their locks and a
+    /// `String` per label; after the first RPC of a kind this takes neither.
+    static SERIES: RefCell<HashMap<Box<str>, [Option<Series>; CODES]>> = RefCell::new(HashMap::new());
 }
 
 fn record_metrics(method: &str, code: Code, seconds: f64) {
@@ -207,20 +259,37 @@ fn record_metrics(method: &str, code: Code, seconds: f64) {
     } else {
         method
     };
-    let metrics = crate::metrics::metrics();
-    metrics
-        .rpcs
-        .get_or_create(&RpcLabels {
-            method: method.to_owned(),
-            code: format!("{code:?}"),
-        })
-        .inc();
-    metrics
-        .rpc_duration
-        .get_or_create(&MethodLabels {
-            method: method.to_owned(),
-        })
-        .observe(seconds);
+    let slot = (code as usize).min(CODES - 1);
+    SERIES.with_borrow_mut(|cache| {
+        if let Some(Some((rpcs, duration))) = cache.get(method).map(|codes| &codes[slot]) {
+            rpcs.inc();
+            duration.observe(seconds);
+            return;
+        }
+        let metrics = crate::metrics::metrics();
+        let rpcs = metrics
+            .rpcs
+            .get_or_create(&RpcLabels {
+                method: method.to_owned(),
+                code: code_name(code).to_owned(),
+            })
+            .clone();
+        let duration = metrics
+            .rpc_duration
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            })
+            .clone();
+        rpcs.inc();
+        duration.observe(seconds);
+        if let Some(codes) = cache.get_mut(method) {
+            codes[slot] = Some((rpcs, duration));
+        } else if cache.len() < MAX_CACHED_SERIES {
+            let mut codes: [Option<Series>; CODES] = Default::default();
+            codes[slot] = Some((rpcs, duration));
+            cache.insert(Box::from(method), codes);
+        }
+    });
 }
 
 fn grpc_code(headers: &HeaderMap) -> Option<Code> {

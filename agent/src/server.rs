@@ -22,6 +22,7 @@ use crate::authz::AuthzLayer;
 use crate::config::Config;
 use crate::info::{AgentState, Info};
 use crate::listener::accept_loop;
+use crate::message_limit::MessageLimitLayer;
 use crate::ready;
 use crate::reload::Reloader;
 use crate::rpc_log::RpcLogLayer;
@@ -83,6 +84,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX))
         .layer(RpcLogLayer)
+        .layer(MessageLimitLayer)
         .layer(AuthzLayer)
         .add_service(health_service)
         .add_service(

@@ -185,10 +185,10 @@ impl TlsMaterial {
             .map_err(|e| fail(&files.client_ca, pem_reason(&e, &files.client_ca), CA_HINT))?;
         let mut roots = RootCertStore::empty();
         let mut client_ca_subjects = Vec::with_capacity(ca_certs.len());
-        for cert in ca_certs {
-            let summary = CertSummary::parse(&cert)
+        for cert in &ca_certs {
+            let summary = CertSummary::parse(cert)
                 .map_err(|e| fail(&files.client_ca, e.to_string(), CA_HINT))?;
-            roots.add(cert).map_err(|e| {
+            roots.add(cert.clone()).map_err(|e| {
                 fail(
                     &files.client_ca,
                     format!("unusable CA certificate \"{}\": {e}", summary.subject),
@@ -198,6 +198,7 @@ impl TlsMaterial {
             client_ca_subjects.push(summary.subject);
         }
         let mut warnings = Vec::new();
+        warnings.extend(crate::expiry::warning(files, &leaf, now));
         if source.key_mode & 0o077 != 0 {
             let message = format!("readable by group or others (mode {:03o})", source.key_mode);
             if files.strict_permissions {
@@ -212,15 +213,30 @@ impl TlsMaterial {
         let mut crls = Vec::new();
         for (file, bytes) in files.crl.iter().zip(&source.crl) {
             let parsed = parse_crls(bytes).map_err(|message| fail(file, message, CRL_HINT))?;
-            for (der, next_update) in parsed {
-                if next_update.is_some_and(|next| next < now) {
+            for crl in parsed {
+                match check_crl_signer(&crl, &ca_certs) {
+                    Ok(true) => {}
+                    Ok(false) => warnings.push(format!(
+                        "{}: CRL issued by \"{}\", which is not in client_ca: it revokes nothing here (list the CRL of a CA in client_ca)",
+                        file.locate(),
+                        crl.issuer
+                    )),
+                    Err(message) => {
+                        return Err(fail(
+                            file,
+                            message,
+                            "point it at the CRL the CA in client_ca published and signed",
+                        ));
+                    }
+                }
+                if let Some(next) = crl.next_update.filter(|next| *next < now) {
                     warnings.push(format!(
                         "{}: CRL expired at {}; still used (publish a fresh CRL)",
                         file.locate(),
-                        rfc3339(next_update.unwrap_or_default())
+                        rfc3339(next)
                     ));
                 }
-                crls.push(der);
+                crls.push(crl.der);
             }
         }
         let server_config = build_server_config(chain, key, roots, crls).map_err(|e| {
@@ -240,11 +256,20 @@ impl TlsMaterial {
     }
 }
 
-/// Parses the CRLs in a file, PEM (one or more `X509 CRL` blocks) or DER,
-/// returning each with its next-update time (Unix seconds), if it has one.
-fn parse_crls(
-    bytes: &[u8],
-) -> Result<Vec<(CertificateRevocationListDer<'static>, Option<i64>)>, String> {
+/// One certificate revocation list from a `tls.crl` file.
+#[derive(Debug, Clone)]
+pub struct ParsedCrl {
+    /// The CRL's DER bytes, as rustls takes them.
+    pub der: CertificateRevocationListDer<'static>,
+    /// Its issuer's distinguished name, e.g. `CN=dice CA, O=dice`.
+    pub issuer: String,
+    /// When the next CRL is due (Unix seconds), if it says.
+    pub next_update: Option<i64>,
+}
+
+/// Parses the CRLs in a file: PEM (one or more `X509 CRL` blocks) or DER.
+/// Public so the fuzz targets (`fuzz/`) can feed it arbitrary bytes.
+pub fn parse_crls(bytes: &[u8]) -> Result<Vec<ParsedCrl>, String> {
     let ders: Vec<CertificateRevocationListDer<'static>> =
         if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
             CertificateRevocationListDer::pem_slice_iter(bytes)
@@ -262,9 +287,49 @@ fn parse_crls(
                 x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
                     .map_err(|e| format!("not a valid CRL: {e}"))?;
             let next_update = crl.next_update().map(|t| t.timestamp());
-            Ok((der, next_update))
+            let issuer = crl.issuer().to_string();
+            Ok(ParsedCrl {
+                der,
+                issuer,
+                next_update,
+            })
         })
         .collect()
+}
+
+/// Checks that a CA in `client_ca` signed `crl`. `Ok(false)` when no CA there
+/// has the CRL's issuer name (the CRL can revoke nothing); an error when one
+/// does but did not sign it. rustls would fail every handshake of that CA's
+/// clients with such a CRL ("invalid certificate revocation list: BadSignature").
+pub fn check_crl_signer(
+    crl: &ParsedCrl,
+    client_ca: &[CertificateDer<'static>],
+) -> Result<bool, String> {
+    let (_, parsed) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(crl.der.as_ref())
+            .map_err(|e| format!("not a valid CRL: {e}"))?;
+    let issuer = parsed.issuer().as_raw();
+    let mut named = false;
+    for ca in client_ca {
+        let Ok((_, ca)) = x509_parser::certificate::X509Certificate::from_der(ca.as_ref()) else {
+            continue;
+        };
+        if ca.subject().as_raw() != issuer {
+            continue;
+        }
+        named = true;
+        if parsed.verify_signature(ca.public_key()).is_ok() {
+            return Ok(true);
+        }
+    }
+    if named {
+        Err(format!(
+            "CRL is not signed by the client CA \"{}\" it names: every client of that CA would be refused",
+            crl.issuer
+        ))
+    } else {
+        Ok(false)
+    }
 }
 
 fn check_validity(leaf: &CertSummary, now: i64) -> Result<(), String> {

@@ -30,7 +30,7 @@ FLEET FILE:
   flags override [client]. Without a fleet file, give --node HOST:PORT with
   --ca, --cert and --key. See config/fleet.toml.";
 
-/// Administers a dice fleet: rolls dice and checks health across agents over mTLS, makes the dev PKI.
+/// Administers a dice fleet: rolls dice and checks health across agents over mTLS, makes and checks certificates.
 #[derive(Debug, Parser)]
 #[command(name = "dicectl", version = dice_proto::VERSION, after_help = EXIT_STATUS)]
 pub struct Cli {
@@ -93,16 +93,30 @@ pub enum Command {
     #[command(after_help = roll_after_help())]
     Health(HealthArgs),
     /// Make and manage certificates
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::certs::args::EXIT_STATUS)]
     Certs(CertsCommand),
+    /// Load nodes with RollDie RPCs (closed loop) and report throughput and latency
+    ///
+    /// Opens --connections connections per node and keeps --streams RPCs in
+    /// flight on each for --duration, then prints requests/s, latency p50, p90,
+    /// p99 and max, and failures by status. --new-connection-per-rpc makes a
+    /// new connection (full TLS handshake) for every RPC and reports
+    /// handshakes/s. Nodes are mTLS unless written h2c://HOST:PORT.
+    #[command(after_help = roll_after_help())]
+    Bench(crate::bench::BenchArgs),
     /// Print the shell completion script for bash, zsh or fish
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: dice_proto::clidocs::Shell,
     },
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write a page per subcommand into a folder
+    Man {
+        /// Write dicectl.1 and a page per subcommand (dicectl-roll.1, ...) into DIR,
+        /// created if missing, instead of printing dicectl.1
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn roll_after_help() -> String {
@@ -119,6 +133,37 @@ pub enum CertsCommand {
     /// valid for 10 years, the leaf certificates for 1 year.
     #[command(after_help = EXIT_STATUS)]
     Init(CertsInitArgs),
+    /// Issue a server or client certificate from a CA directory
+    ///
+    /// A server certificate gets extended key usage serverAuth, a client
+    /// certificate clientAuth; both get subject CN=NAME and the SANs given
+    /// (DNS names, IP addresses, URIs such as spiffe://...). Writes NAME.pem
+    /// (the certificate, then the CA's intermediates, if any) and
+    /// NAME-key.pem (mode 0600) into --out.
+    Issue(crate::certs::args::IssueArgs),
+    /// Make an intermediate CA under a CA directory, as a CA directory of its own
+    ///
+    /// Writes ca.pem (the intermediate), ca-key.pem (mode 0600) and chain.pem
+    /// (the intermediate, then each CA up to the root) into --out. Certificates
+    /// issued from it carry the intermediate, so agents serve the full chain
+    /// and clients that trust the root verify through it.
+    Intermediate(crate::certs::args::IntermediateArgs),
+    /// Show what certificate files say; check a key and a chain
+    ///
+    /// Per certificate: subject, SANs, issuer, serial, not-before/after, days
+    /// left, key type, key usages. With --key, whether the key belongs to the
+    /// file's first certificate; with --ca, whether the chain verifies as TLS
+    /// peers verify it. Exits 1 if a certificate is expired or not yet valid,
+    /// a key does not match, or a chain does not verify. Never prints keys.
+    Inspect(crate::certs::args::InspectArgs),
+    /// Renew a certificate: same subject and SANs, new key, serial and validity
+    ///
+    /// The certificate must have been issued by the CA in --ca-dir and --key
+    /// must be its key. A new key of the same type is written to --key, then
+    /// the new certificate to --cert, each atomically (temp file, then
+    /// rename), so an agent watching the files rotates to the new pair
+    /// without dropping a connection.
+    Renew(crate::certs::args::RenewArgs),
 }
 
 /// Flags of `dicectl certs init`.

@@ -15,13 +15,16 @@
 //!   `timeout`, `rpc`) talking to a node failed.
 //! - [`roll`], [`health`]: the two fan-out commands.
 //! - [`report`]: what they found, as data; [`output`] writes it as a table or JSON.
-//! - [`certs`]: `dicectl certs init`, the dev PKI made with rcgen.
+//! - [`certs`]: `dicectl certs init|issue|intermediate|inspect|renew`, the PKI
+//!   toolkit (rcgen; RSA keys from the `rsa` crate).
+//! - [`bench`]: `dicectl bench`, a closed-loop load generator.
 //!
 //! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed
 //! (for `health`, also: a certificate expires within the warning threshold),
 //! 2 usage or config error and nothing ran. [`run`] returns an error only for
 //! the last case; a failed node is an [`Outcome`], so a fan-out carries on.
 
+pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod client;
@@ -43,9 +46,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::CommandFactory;
-use time::OffsetDateTime;
 
-use crate::cli::{CertsCommand, Cli, Command};
+use crate::cli::{Cli, Command};
 
 /// Exit status when every node was OK.
 pub const EXIT_OK: u8 = 0;
@@ -80,23 +82,27 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Roll(args) => roll::run(&cli.global, &args),
         Command::Health(args) => health::run(&cli.global, &args),
-        Command::Certs(CertsCommand::Init(args)) => {
-            let options = certs::InitOptions {
-                out: args.out,
-                server_sans: args.server_sans,
-                force: args.force,
-            };
-            let report = certs::init(&options, OffsetDateTime::now_utc())?;
-            output::stdout(&report.to_string())?;
-            Ok(Outcome::Success)
-        }
+        Command::Bench(args) => bench::run(&cli.global, &args),
+        Command::Certs(command) => certs::run(&cli.global, command),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             dice_proto::clidocs::write_completions(Cli::command(), shell, &mut script);
             output::stdout(&String::from_utf8_lossy(&script))?;
             Ok(Outcome::Success)
         }
-        Command::Man => {
+        Command::Man { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let pages = dice_proto::clidocs::write_man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            let list: String = pages
+                .iter()
+                .map(|page| format!("{}\n", page.display()))
+                .collect();
+            output::stdout(&list)?;
+            Ok(Outcome::Success)
+        }
+        Command::Man { out: None } => {
             let mut page = Vec::new();
             dice_proto::clidocs::write_man(Cli::command(), &mut page)?;
             output::stdout(&String::from_utf8_lossy(&page))?;

@@ -6,6 +6,7 @@
 //! reaps it, and prints the agent's stderr if the test is failing.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,17 @@ impl Agent {
     /// Starts the agent on an existing config file. `dir` receives the ready
     /// file and the captured output, and is removed when the agent drops.
     pub fn spawn_file(dir: TempDir, config_path: PathBuf, args: &[String]) -> Agent {
+        Self::spawn_file_env(dir, config_path, args, &[])
+    }
+
+    /// [`Agent::spawn_file`] with `env` added to the agent's environment (e.g.
+    /// `NOTIFY_SOCKET`). The ready file is `dir/ready`.
+    pub fn spawn_file_env(
+        dir: TempDir,
+        config_path: PathBuf,
+        args: &[String],
+        env: &[(&str, &OsStr)],
+    ) -> Agent {
         let ready_path = dir.path().join("ready");
         let stderr_path = dir.path().join("stderr.log");
         let stdout_path = dir.path().join("stdout.log");
@@ -95,6 +107,7 @@ impl Agent {
             .arg("--ready-file")
             .arg(&ready_path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("create the stdout log"))
             .stderr(File::create(&stderr_path).expect("create the stderr log"))

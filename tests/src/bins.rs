@@ -25,6 +25,12 @@ pub fn ctl_bin() -> PathBuf {
     path
 }
 
+/// The benchmark suite's bare tonic server: `$DICE_REFERENCE_BIN`, else
+/// `dice-reference` beside the test executable.
+pub fn reference_bin() -> PathBuf {
+    find("dice-reference", "DICE_REFERENCE_BIN")
+}
+
 fn find(name: &str, env: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env).filter(|value| !value.is_empty()) {
         let path = PathBuf::from(path);

@@ -122,9 +122,19 @@ impl CaSigner {
         )
     }
 
+    /// A CA named `common_name`, unknown to any [`Pki`], writing beside `pki`'s files.
+    pub fn stranger(pki: &Pki, common_name: &str) -> Self {
+        let key = KeyPair::generate().expect("generate the stranger CA key");
+        Self::named(pki.dir(), common_name, key)
+    }
+
     fn with_key(dir: &Path, key: KeyPair) -> Self {
+        Self::named(dir, CA_COMMON_NAME, key)
+    }
+
+    fn named(dir: &Path, common_name: &str, key: KeyPair) -> Self {
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(CA_COMMON_NAME);
+        params.distinguished_name = name(common_name);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,

@@ -308,6 +308,17 @@ impl Ending {
 pub async fn read_until<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     timeout: Duration,
+    stop: impl FnMut(&Frame) -> bool,
+) -> Ending {
+    read_frames(io, timeout, true, stop).await
+}
+
+/// [`read_until`], acknowledging the server's PINGs only if `ack_pings`: a
+/// peer that never answers them is what keepalive timeouts are for.
+pub async fn read_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+    ack_pings: bool,
     mut stop: impl FnMut(&Frame) -> bool,
 ) -> Ending {
     let mut ending = Ending::default();
@@ -325,13 +336,13 @@ pub async fn read_until<S: AsyncRead + AsyncWrite + Unpin>(
                 ending.error = Some(error.to_string());
                 return ending;
             }
-            Ok(Ok(Some(frame))) => {
-                let ack = match frame.kind {
-                    kind::SETTINGS if frame.flags & flag::ACK == 0 => {
+            Ok(Ok(Some(received))) => {
+                let ack = match received.kind {
+                    kind::SETTINGS if received.flags & flag::ACK == 0 => {
                         Some(frame_header(0, kind::SETTINGS, flag::ACK, 0).to_vec())
                     }
-                    kind::PING if frame.flags & flag::ACK == 0 => {
-                        Some(frame(kind::PING, flag::ACK, 0, &frame.payload))
+                    kind::PING if ack_pings && received.flags & flag::ACK == 0 => {
+                        Some(frame(kind::PING, flag::ACK, 0, &received.payload))
                     }
                     _ => None,
                 };
@@ -339,8 +350,8 @@ pub async fn read_until<S: AsyncRead + AsyncWrite + Unpin>(
                     // The server may already be gone; the read that follows says so.
                     let _ = io.write_all(&ack).await;
                 }
-                let done = stop(&frame);
-                ending.frames.push(frame);
+                let done = stop(&received);
+                ending.frames.push(received);
                 if done {
                     return ending;
                 }

@@ -9,6 +9,14 @@
 //! - [`client`] holds the in-process gRPC clients (mTLS and h2c) and a raw TLS handshake.
 //! - [`fleet`] builds fleet files and silent peers for `dicectl roll`/`health`;
 //!   [`golden`] compares normalized output with `tests/golden/`.
+//! - [`ca`] signs CRLs and odd client certificates as a [`Pki`]'s CA (or an impostor);
+//!   [`abuse`] keeps a good client rolling and watches the agent's memory while a test
+//!   abuses it; [`h2raw`] builds HTTP/2 frames by hand; [`secrets`] looks for
+//!   private key material in logs and `Debug` output.
+//! - [`metrics`] scrapes the agent's `/metrics` and parses the OpenMetrics text strictly.
+//! - [`certs_cli`] runs `dicectl certs` (CA directories, leaves, renewals) and keeps a
+//!   client rolling while a test rotates certificates; [`foreign_pki`] makes PKIs the way
+//!   openssl and cfssl do, and runs `openssl verify` and `openssl s_client`.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
@@ -18,16 +26,22 @@
 //! the test executable's target directory: build them first with
 //! `cargo build --workspace --bins`.
 
+pub mod abuse;
 pub mod agent;
 pub mod bins;
+pub mod ca;
+pub mod certs_cli;
 pub mod chromium;
 pub mod client;
 pub mod config;
 pub mod django;
 pub mod fixtures;
 pub mod fleet;
+pub mod foreign_pki;
 pub mod golden;
+pub mod h2raw;
 pub mod handshake;
+pub mod metrics;
 pub mod nginx;
 pub mod openssl;
 pub mod pki;
@@ -37,6 +51,7 @@ pub mod python;
 pub mod reuse;
 pub mod rotation;
 pub mod rpc_log;
+pub mod secrets;
 pub mod service;
 pub mod tls;
 pub mod tools;

@@ -30,6 +30,7 @@ fn files(cert: &Path, key: &Path, client_ca: &Path) -> TlsFiles {
         client_ca: file_ref("tls.client_ca", client_ca),
         crl: Vec::new(),
         strict_permissions: false,
+        expiry_warning: None,
     }
 }
 

@@ -42,6 +42,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Default for `reload.settle_period`: how long changed files may disagree before that is logged as an error.
 pub const DEFAULT_SETTLE_PERIOD: Duration = Duration::from_secs(10);
 
+/// Default for `tls.expiry_warning`: a served certificate expiring sooner than this is warned about.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
 /// A validated agent config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -123,6 +126,9 @@ pub struct TlsFiles {
     pub crl: Vec<FileRef>,
     /// `tls.strict_permissions`: a key file readable by group or others is an error, not a warning.
     pub strict_permissions: bool,
+    /// `tls.expiry_warning`: warn (at start, daily and on reload) when the
+    /// certificate expires sooner than this; `None` when set to `"0s"`.
+    pub expiry_warning: Option<Duration>,
 }
 
 /// A file path from the config, with where it was set, so errors can point there.
@@ -291,12 +297,18 @@ impl Validator<'_, '_> {
                 Some("add a [[listeners]] table with address and mode"),
             );
         }
-        let listeners: Vec<_> = raw
+        let mut listeners: Vec<_> = raw
             .listeners
             .iter()
             .enumerate()
             .filter_map(|(index, listener)| self.listener(index, listener, &raw.tls))
             .collect();
+        let expiry_warning = self.expiry_warning(raw.tls.expiry_warning.as_ref());
+        for listener in &mut listeners {
+            if let (Mode::Mtls(files), Some(threshold)) = (&mut listener.mode, expiry_warning) {
+                files.expiry_warning = threshold;
+            }
+        }
         self.check_unique(&listeners, &raw);
         let log = self.log(&raw.log);
         let limits = self.limits(&raw.limits);
@@ -522,13 +534,37 @@ impl Validator<'_, '_> {
             .strict_permissions
             .as_ref()
             .is_some_and(|f| *f.get_ref());
+        if let Some(value) = &own.expiry_warning {
+            self.report.error(
+                Some(value.span().start),
+                format!("listeners[{index}].tls.expiry_warning"),
+                "applies to the whole agent",
+                Some("set expiry_warning in [tls] instead"),
+            );
+        }
         Some(TlsFiles {
             cert: cert?,
             key: key?,
             client_ca: client_ca?,
             crl,
             strict_permissions,
+            // Set for every listener at once from [tls] (see `validate`).
+            expiry_warning: Some(DEFAULT_EXPIRY_WARNING),
         })
+    }
+
+    /// `tls.expiry_warning`: a duration with a unit, `"0s"` turning the warning off.
+    fn expiry_warning(&mut self, raw: Option<&Spanned<String>>) -> Option<Option<Duration>> {
+        match raw {
+            Some(value)
+                if humantime::parse_duration(value.get_ref()).is_ok_and(|d| d.is_zero()) =>
+            {
+                Some(None)
+            }
+            value => self
+                .duration(value, "tls.expiry_warning", DEFAULT_EXPIRY_WARNING)
+                .map(Some),
+        }
     }
 
     fn check_unique(&mut self, listeners: &[ListenerConfig], raw: &RawConfig) {

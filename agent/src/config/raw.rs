@@ -50,6 +50,7 @@ pub struct RawTls {
     pub client_ca: Option<Spanned<String>>,
     pub crl: Option<Spanned<Vec<String>>>,
     pub strict_permissions: Option<Spanned<bool>>,
+    pub expiry_warning: Option<Spanned<String>>,
 }
 
 /// One `[[listeners]]` entry.

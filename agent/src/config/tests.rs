@@ -106,3 +106,51 @@ fn every_error_is_reported_at_once() {
     let errors = parse_str(source).expect_err("three errors");
     assert_eq!(errors.0.len(), 3, "{errors}");
 }
+
+fn expiry_warning_of(config: &Config) -> Option<Duration> {
+    let Mode::Mtls(files) = &config.listeners[0].mode else {
+        panic!("listener 0 is mtls");
+    };
+    files.expiry_warning
+}
+
+#[test]
+fn expiry_warning_defaults_to_14_days_and_applies_to_every_listener() {
+    let config = parse_str(VALID).expect("valid config");
+    assert_eq!(expiry_warning_of(&config), Some(DEFAULT_EXPIRY_WARNING));
+    assert_eq!(DEFAULT_EXPIRY_WARNING, Duration::from_secs(14 * 86_400));
+
+    let set = VALID.replace("[tls]\n", "[tls]\nexpiry_warning = \"30d\"\n");
+    let config = parse_str(&set).expect("valid config");
+    for listener in &config.listeners {
+        if let Mode::Mtls(files) = &listener.mode {
+            assert_eq!(files.expiry_warning, Some(Duration::from_secs(30 * 86_400)));
+        }
+    }
+
+    let off = VALID.replace("[tls]\n", "[tls]\nexpiry_warning = \"0s\"\n");
+    assert_eq!(expiry_warning_of(&parse_str(&off).expect("valid")), None);
+}
+
+#[test]
+fn expiry_warning_errors_name_the_key_and_line() {
+    let bad = VALID.replace("[tls]\n", "[tls]\nexpiry_warning = \"soon\"\n");
+    let errors = parse_str(&bad).expect_err("not a duration").to_string();
+    assert!(
+        errors.contains("line 6: tls.expiry_warning: not a duration: \"soon\""),
+        "{errors}"
+    );
+    assert_eq!(errors.matches("expiry_warning").count(), 1, "{errors}");
+
+    let per_listener = VALID.replace(
+        "tls = { cert = \"/etc/other.pem\" }",
+        "tls = { cert = \"/etc/other.pem\", expiry_warning = \"1d\" }",
+    );
+    let errors = parse_str(&per_listener)
+        .expect_err("a listener cannot set it")
+        .to_string();
+    assert!(
+        errors.contains("listeners[2].tls.expiry_warning: applies to the whole agent"),
+        "{errors}"
+    );
+}

@@ -47,6 +47,18 @@ pub struct HandshakeLabels {
     pub outcome: &'static str,
 }
 
+/// Every `outcome` of a TLS handshake, as [`HandshakeLabels`] names them.
+pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
+    "ok",
+    "timeout",
+    "no_cert",
+    "unknown_ca",
+    "revoked",
+    "expired",
+    "denied",
+    "error",
+];
+
 /// Labels of a certificate gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
@@ -132,6 +144,10 @@ impl Metrics {
                 ("commit", dice_proto::GIT_COMMIT),
             ]),
         );
+        // Series known in advance start at 0, so they exist before the first event.
+        for outcome in ["ok", "rejected"] {
+            drop(reloads.get_or_create(&OutcomeLabels { outcome }));
+        }
         Self {
             registry,
             rpcs,
@@ -140,6 +156,23 @@ impl Metrics {
             handshakes,
             cert_not_after,
             reloads,
+        }
+    }
+
+    /// Starts the series of a bound listener at 0: its open connections and,
+    /// for an mTLS listener, its handshakes by every outcome.
+    pub fn listener_bound(&self, listener: &str, tls: bool) {
+        // Creating a series is enough; the guard get_or_create returns is not needed.
+        drop(self.open_connections.get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
+        }));
+        if tls {
+            for outcome in HANDSHAKE_OUTCOMES {
+                drop(self.handshakes.get_or_create(&HandshakeLabels {
+                    listener: listener.to_owned(),
+                    outcome,
+                }));
+            }
         }
     }
 

@@ -1,0 +1,155 @@
+//! A request message larger than `limits.max_message_bytes` fails with
+//! `RESOURCE_EXHAUSTED`, the code gRPC specifies for a message over the
+//! receiver's limit (grpc-core, grpc-go and grpc-java send it). tonic's decoder
+//! refuses such a message before reading it, but says `OUT_OF_RANGE`; this
+//! layer rewrites that one status, in the headers of a trailers-only response
+//! (unary and server-streaming RPCs) or in the trailers (client streams),
+//! and leaves every other response alone.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use tonic::body::Body as TonicBody;
+use tower::{Layer, Service};
+
+/// The start of tonic's `grpc-message` for a message over the limit, percent-encoded
+/// as it is on the wire ("Error, decoded message length too large: found N bytes, ...").
+const TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
+
+/// `grpc-status` of `OUT_OF_RANGE` and of `RESOURCE_EXHAUSTED`.
+const OUT_OF_RANGE: &str = "11";
+const RESOURCE_EXHAUSTED: &str = "8";
+
+/// Rewrites tonic's `OUT_OF_RANGE` for an oversize request to `RESOURCE_EXHAUSTED`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageLimitLayer;
+
+impl<S> Layer<S> for MessageLimitLayer {
+    type Service = MessageLimit<S>;
+
+    fn layer(&self, inner: S) -> MessageLimit<S> {
+        MessageLimit { inner }
+    }
+}
+
+/// The service [`MessageLimitLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct MessageLimit<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody> Service<Request<ReqBody>> for MessageLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<TonicBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<TonicBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if rewrite(response.headers_mut()) {
+                // A trailers-only response: the status was in the headers.
+                return Ok(response);
+            }
+            Ok(response.map(|inner| TonicBody::new(TrailersRewrite { inner })))
+        })
+    }
+}
+
+/// Sets `grpc-status` to `RESOURCE_EXHAUSTED` if `headers` carry tonic's
+/// oversize-message `OUT_OF_RANGE`; returns whether they carried a status at all.
+fn rewrite(headers: &mut HeaderMap) -> bool {
+    let Some(status) = headers.get("grpc-status") else {
+        return false;
+    };
+    let too_large = status == OUT_OF_RANGE
+        && headers
+            .get("grpc-message")
+            .and_then(|message| message.to_str().ok())
+            .is_some_and(|message| message.starts_with(TOO_LARGE));
+    if too_large {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from_static(RESOURCE_EXHAUSTED),
+        );
+    }
+    true
+}
+
+pin_project_lite::pin_project! {
+    /// A response body whose trailers go through [`rewrite`].
+    struct TrailersRewrite<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: Body> Body for TrailersRewrite<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = self.project().inner.poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    rewrite(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The headers of a trailers-only response carrying `status`, as tonic writes them.
+    fn headers(status: tonic::Status) -> HeaderMap {
+        status.into_http::<()>().headers().clone()
+    }
+
+    #[test]
+    fn only_the_oversize_message_status_is_rewritten() {
+        // The message tonic's decoder uses (tonic/src/codec/decode.rs).
+        let mut oversize = headers(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 4097 bytes, the limit is: 4096 bytes",
+        ));
+        assert!(rewrite(&mut oversize));
+        assert_eq!(oversize["grpc-status"], RESOURCE_EXHAUSTED);
+
+        let mut other = headers(tonic::Status::out_of_range("page 7 of 3"));
+        assert!(rewrite(&mut other));
+        assert_eq!(other["grpc-status"], OUT_OF_RANGE);
+
+        let mut ok = HeaderMap::new();
+        assert!(!rewrite(&mut ok));
+        assert!(ok.is_empty());
+    }
+}

@@ -1,0 +1,279 @@
+//! The flags of `dicectl certs issue|intermediate|inspect|renew` (clap
+//! derive; the doc comments are `--help`). `certs init` keeps its flags in
+//! [`crate::cli`].
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, ArgGroup, Args};
+
+use super::San;
+use super::intermediate::DEFAULT_NAME;
+use super::keys::KeyType;
+
+/// The exit-status contract of `certs`, shown at the end of its `--help`.
+pub const EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0  done (inspect: every file is OK)
+  1  inspect: a certificate is expired or not yet valid, a key does not match
+     its certificate, or a chain does not verify against --ca
+  2  usage error, or a file that cannot be read or used; nothing was written";
+
+/// Where `--ca-dir` files come from, shown in `issue`, `intermediate` and `renew` help.
+pub const CA_DIR_HELP: &str = "\
+CA DIRECTORY:
+  --ca-dir DIR holds ca.pem (the CA certificate) and ca-key.pem (its key, PEM:
+  PKCS#8, PKCS#1 or SEC1), as `certs init` and `certs intermediate` write
+  them; an intermediate's DIR also holds chain.pem (the intermediate, then
+  each CA up to the root), whose intermediates go into every certificate
+  issued from it. Private keys are written with mode 0600, never printed.";
+
+fn ca_dir_after_help() -> String {
+    format!("{CA_DIR_HELP}\n\n{EXIT_STATUS}")
+}
+
+/// Validity in days: 1 to 100 years' worth.
+fn days() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=36_500)
+}
+
+fn parse_san(text: &str) -> Result<San, String> {
+    text.parse().map_err(|error| format!("{error}"))
+}
+
+/// Flags of `dicectl certs issue`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("role").args(["server", "client"]).required(true)),
+    after_help = ca_dir_after_help()
+)]
+pub struct IssueArgs {
+    /// CA directory to issue from (ca.pem and ca-key.pem)
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+
+    /// Issue a server certificate (serverAuth) with subject CN=NAME, written to
+    /// NAME.pem and NAME-key.pem
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+
+    /// Issue a client certificate (clientAuth) with subject CN=NAME, written to
+    /// NAME.pem and NAME-key.pem
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
+
+    /// Subject alternative name: a DNS name, an IP address or a URI (e.g.
+    /// spiffe://dice/node-1), optionally prefixed DNS:, IP: or URI:; repeat
+    /// or list several [default: NAME, if it is a DNS name or an IP address]
+    #[arg(long = "san", value_name = "SAN", value_parser = parse_san, num_args = 1.., action = ArgAction::Append)]
+    pub sans: Vec<San>,
+
+    /// Days the certificate is valid (never past the CA's own not-after);
+    /// not-before is backdated 5 minutes
+    #[arg(long, value_name = "N", default_value_t = 365, value_parser = days())]
+    pub days: u32,
+
+    /// Type of the new private key
+    #[arg(long, value_enum, value_name = "TYPE", default_value_t = KeyType::EcdsaP256)]
+    pub key_type: KeyType,
+
+    /// Directory to write NAME.pem and NAME-key.pem to; created if missing
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Overwrite NAME.pem and NAME-key.pem if they exist
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Flags of `dicectl certs intermediate`.
+#[derive(Debug, Args)]
+#[command(after_help = ca_dir_after_help())]
+pub struct IntermediateArgs {
+    /// CA directory of the CA that signs the intermediate (e.g. the root from `certs init`)
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+
+    /// Directory to write the intermediate's ca.pem, ca-key.pem and chain.pem
+    /// to; created if missing. Pass it as --ca-dir to `certs issue`
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Common name of the intermediate CA
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAME)]
+    pub name: String,
+
+    /// Days the intermediate is valid (never past the parent's own not-after)
+    #[arg(long, value_name = "N", default_value_t = 1825, value_parser = days())]
+    pub days: u32,
+
+    /// Type of the intermediate's private key
+    #[arg(long, value_enum, value_name = "TYPE", default_value_t = KeyType::EcdsaP256)]
+    pub key_type: KeyType,
+
+    /// Overwrite the files in DIR if they exist
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Flags of `dicectl certs inspect`.
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct InspectArgs {
+    /// Certificate files (PEM chains, leaf first, or one DER certificate)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// CA bundle (PEM) each file's chain must verify against, as TLS peers verify it
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Private key (PEM) that must match the first certificate of a FILE: the
+    /// first --key goes with the first FILE, the second with the second
+    #[arg(long, value_name = "FILE", action = ArgAction::Append)]
+    pub key: Vec<PathBuf>,
+}
+
+/// Flags of `dicectl certs renew`.
+#[derive(Debug, Args)]
+#[command(after_help = ca_dir_after_help())]
+pub struct RenewArgs {
+    /// CA directory of the CA that issued the certificate
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+
+    /// Certificate file to renew; replaced atomically (temp file, then rename)
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// Its private key; must match the certificate, and is replaced by a new
+    /// key of the same type (mode 0600), written before the certificate
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// Days the new certificate is valid [default: the old certificate's lifetime]
+    #[arg(long, value_name = "N", value_parser = days())]
+    pub days: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{CertsCommand, Cli, Command, OutputFormat};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> CertsCommand {
+        match Cli::try_parse_from(args).expect("valid flags").command {
+            Command::Certs(command) => command,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_takes_several_sans_after_one_flag_and_defaults() {
+        let CertsCommand::Issue(args) = parse(&[
+            "dicectl",
+            "certs",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--server",
+            "node-1",
+            "--san",
+            "node-1.example",
+            "10.0.0.7",
+            "--san",
+            "spiffe://dice/node-1",
+            "--out",
+            "out",
+        ]) else {
+            panic!("not issue");
+        };
+        let sans: Vec<String> = args.sans.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            sans,
+            [
+                "DNS:node-1.example",
+                "IP:10.0.0.7",
+                "URI:spiffe://dice/node-1"
+            ]
+        );
+        assert_eq!(args.server.as_deref(), Some("node-1"));
+        assert_eq!((args.days, args.key_type), (365, KeyType::EcdsaP256));
+        assert!(!args.force);
+    }
+
+    #[test]
+    fn inspect_pairs_keys_and_takes_the_global_output() {
+        let cli = Cli::try_parse_from([
+            "dicectl",
+            "certs",
+            "inspect",
+            "a.pem",
+            "b.pem",
+            "--key",
+            "a-key.pem",
+            "--key",
+            "b-key.pem",
+            "--output",
+            "json",
+        ])
+        .expect("valid flags");
+        assert_eq!(cli.global.output, Some(OutputFormat::Json));
+        let Command::Certs(CertsCommand::Inspect(args)) = cli.command else {
+            panic!("not inspect");
+        };
+        assert_eq!(args.files.len(), 2);
+        assert_eq!(args.key.len(), 2);
+        assert!(args.ca.is_none());
+    }
+
+    #[test]
+    fn certs_usage_errors_exit_2() {
+        for bad in [
+            &["dicectl", "certs", "issue", "--ca-dir", "c", "--out", "o"][..],
+            &[
+                "dicectl", "certs", "issue", "--ca-dir", "c", "--out", "o", "--server", "a",
+                "--client", "b",
+            ][..],
+            &[
+                "dicectl",
+                "certs",
+                "issue",
+                "--ca-dir",
+                "c",
+                "--out",
+                "o",
+                "--client",
+                "a",
+                "--key-type",
+                "rsa1024",
+            ][..],
+            &[
+                "dicectl", "certs", "renew", "--ca-dir", "c", "--cert", "x.pem",
+            ][..],
+            &[
+                "dicectl", "certs", "renew", "--ca-dir", "c", "--cert", "x", "--key", "k",
+                "--days", "0",
+            ][..],
+            &["dicectl", "certs", "intermediate", "--ca-dir", "c"][..],
+            &["dicectl", "certs", "inspect"][..],
+        ] {
+            let error = Cli::try_parse_from(bad).expect_err("invalid");
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn help_documents_the_certs_exit_status() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let certs = command.find_subcommand_mut("certs").expect("certs");
+        let help = certs.render_long_help().to_string();
+        assert!(
+            help.contains("1  inspect: a certificate is expired"),
+            "{help}"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! `dicectl bench` against a real agent: it loads the node for about a
+//! second over mTLS and h2c, and its JSON says how many RPCs succeeded.
+
+use dice_tests::{Agent, AgentConfig, Ctl, Pki, tempdir};
+use serde_json::Value;
+
+fn certs(pki: &Pki) -> Vec<String> {
+    [
+        ("--ca", pki.ca_cert()),
+        ("--cert", pki.client().cert.as_path()),
+        ("--key", pki.client().key.as_path()),
+    ]
+    .iter()
+    .flat_map(|(flag, path)| [(*flag).to_owned(), path.display().to_string()])
+    .collect()
+}
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|error| panic!("not JSON ({error}):\n{stdout}"))
+}
+
+#[test]
+fn bench_loads_mtls_and_h2c_and_reports_json() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
+    let mtls = agent.mtls_addr().to_string();
+    let h2c = format!("h2c://{}", agent.h2c_addr());
+    let mut args: Vec<String> = [
+        "--output",
+        "json",
+        "bench",
+        "--node",
+        &mtls,
+        &h2c,
+        "--connections",
+        "2",
+        "--streams",
+        "4",
+        "--duration",
+        "1s",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    args.extend(certs(&pki));
+    let run = Ctl::run(&args);
+    run.assert_success();
+    let document = json(&run.stdout);
+    assert_eq!(document["schema_version"], 1, "{document}");
+    assert_eq!(document["command"], "bench");
+    assert_eq!(document["mode"], "long_lived");
+    assert_eq!(document["duration_ms"], 1000);
+    let nodes = document["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{document}");
+    for node in nodes {
+        assert_eq!(node["ok"], true, "{node}");
+        assert!(node["requests"].as_u64().unwrap_or(0) > 0, "{node}");
+        assert_eq!(node["errors"], 0, "{node}");
+        assert!(node["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{node}");
+        let latency = &node["latency_us"];
+        let (p50, p99, max) = (
+            latency["p50"].as_u64().expect("p50"),
+            latency["p99"].as_u64().expect("p99"),
+            latency["max"].as_u64().expect("max"),
+        );
+        assert!(p50 <= p99 && p99 <= max, "{latency}");
+        assert!(node["handshakes_per_sec"].is_null(), "{node}");
+    }
+    let transports: Vec<&str> = nodes
+        .iter()
+        .filter_map(|node| node["transport"].as_str())
+        .collect();
+    assert_eq!(transports, ["mtls", "h2c"]);
+    assert_eq!(
+        document["summary"]["requests"].as_u64(),
+        Some(nodes.iter().filter_map(|n| n["requests"].as_u64()).sum())
+    );
+}
+
+#[test]
+fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
+    let mut args: Vec<String> = [
+        "--output",
+        "json",
+        "bench",
+        "--node",
+        &agent.mtls_addr().to_string(),
+        "--new-connection-per-rpc",
+        "--duration",
+        "500ms",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    args.extend(certs(&pki));
+    let run = Ctl::run(&args);
+    run.assert_success();
+    let summary = &json(&run.stdout)["summary"];
+    assert!(summary["handshakes"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(summary["requests"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(summary["handshakes_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{summary}");
+
+    // One RPC per connection: more streams on one is a usage error, and nothing runs.
+    let mut args: Vec<String> = [
+        "bench",
+        "--node",
+        &agent.mtls_addr().to_string(),
+        "--new-connection-per-rpc",
+        "--streams",
+        "2",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    args.extend(certs(&pki));
+    Ctl::run(&args)
+        .assert_code(2)
+        .assert_stderr_contains("--new-connection-per-rpc");
+}
+
+#[test]
+fn bench_against_a_dead_node_reports_errors_and_exits_1() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let run = Ctl::run([
+        "--output",
+        "json",
+        "bench",
+        "--node",
+        &format!("h2c://{addr}"),
+        "--duration",
+        "300ms",
+    ]);
+    run.assert_code(1);
+    let node = &json(&run.stdout)["nodes"][0];
+    assert_eq!(node["ok"], false, "{node}");
+    assert_eq!(node["requests"], 0, "{node}");
+    assert!(node["errors_by_status"]["connect"].as_u64().unwrap_or(0) > 0, "{node}");
+}
