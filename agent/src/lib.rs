@@ -12,7 +12,7 @@
 //! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC;
 //!   [`authz`]: per-listener allow lists of client identities; [`message_limit`]:
 //!   `RESOURCE_EXHAUSTED` for requests over `limits.max_message_bytes`.
-//! - [`check`]: `--check`; [`ready`]: the ready file and [`systemd`] readiness; [`shutdown`]: stop signals;
+//! - [`rlimit`]: the open-files limit, raised at startup; [`check`]: `--check`; [`ready`]: the ready file and [`systemd`] readiness; [`shutdown`]: stop signals;
 //!   [`logging`]: the tracing subscriber, writing through [`log_writer`]; [`metrics`]: Prometheus metrics and `/metrics`.
 
 pub mod authz;
@@ -29,6 +29,7 @@ pub mod message_limit;
 pub mod metrics;
 pub mod ready;
 pub mod reload;
+pub mod rlimit;
 pub mod rpc_log;
 pub mod server;
 pub mod service;

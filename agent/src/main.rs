@@ -54,6 +54,13 @@ fn main() -> ExitCode {
         args.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );
+    match dice_agent::rlimit::raise_nofile() {
+        Ok(dice_agent::rlimit::Raised::From(from, to)) => {
+            tracing::debug!(?from, ?to, "raised the open files limit (RLIMIT_NOFILE)");
+        }
+        Ok(dice_agent::rlimit::Raised::Already(_)) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit (RLIMIT_NOFILE)"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -80,10 +80,7 @@ fn rewrite(headers: &mut HeaderMap) -> bool {
             .and_then(|message| message.to_str().ok())
             .is_some_and(|message| message.starts_with(TOO_LARGE));
     if too_large {
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from_static(RESOURCE_EXHAUSTED),
-        );
+        headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
     }
     true
 }

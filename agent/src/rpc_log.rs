@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use http_body::{Body, Frame};
 use tonic::Code;
 use tower::{Layer, Service};
 

@@ -129,7 +129,7 @@ async fn roll_loop(
     let mut count = 0u64;
     while !stop.load(Ordering::Relaxed) {
         count += 1;
-        let fresh = fresh_every.is_some_and(|n| count % n == 0);
+        let fresh = fresh_every.is_some_and(|n| count.is_multiple_of(n));
         let started = Instant::now();
         let roll = async {
             if fresh {

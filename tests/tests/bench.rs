@@ -57,7 +57,10 @@ fn bench_loads_mtls_and_h2c_and_reports_json() {
         assert_eq!(node["ok"], true, "{node}");
         assert!(node["requests"].as_u64().unwrap_or(0) > 0, "{node}");
         assert_eq!(node["errors"], 0, "{node}");
-        assert!(node["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{node}");
+        assert!(
+            node["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{node}"
+        );
         let latency = &node["latency_us"];
         let (p50, p99, max) = (
             latency["p50"].as_u64().expect("p50"),
@@ -102,7 +105,10 @@ fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
     let summary = &json(&run.stdout)["summary"];
     assert!(summary["handshakes"].as_u64().unwrap_or(0) > 0, "{summary}");
     assert!(summary["requests"].as_u64().unwrap_or(0) > 0, "{summary}");
-    assert!(summary["handshakes_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{summary}");
+    assert!(
+        summary["handshakes_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "{summary}"
+    );
 
     // One RPC per connection: more streams on one is a usage error, and nothing runs.
     let mut args: Vec<String> = [
@@ -140,5 +146,8 @@ fn bench_against_a_dead_node_reports_errors_and_exits_1() {
     let node = &json(&run.stdout)["nodes"][0];
     assert_eq!(node["ok"], false, "{node}");
     assert_eq!(node["requests"], 0, "{node}");
-    assert!(node["errors_by_status"]["connect"].as_u64().unwrap_or(0) > 0, "{node}");
+    assert!(
+        node["errors_by_status"]["connect"].as_u64().unwrap_or(0) > 0,
+        "{node}"
+    );
 }

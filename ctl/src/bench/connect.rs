@@ -62,13 +62,13 @@ pub async fn open(
     deadline: Instant,
 ) -> Result<Connection, ConnectError> {
     let target = &node.target;
-    let tcp = match timeout_at(
-        deadline,
-        TcpStream::connect((target.host(), target.port())),
-    )
-    .await
-    {
-        Err(_) => return Err(ConnectError::new("timeout", "no TCP connection before the deadline")),
+    let tcp = match timeout_at(deadline, TcpStream::connect((target.host(), target.port()))).await {
+        Err(_) => {
+            return Err(ConnectError::new(
+                "timeout",
+                "no TCP connection before the deadline",
+            ));
+        }
         Ok(Err(error)) => return Err(ConnectError::new("connect", error)),
         Ok(Ok(tcp)) => tcp,
     };
@@ -83,7 +83,12 @@ pub async fn open(
             )
             .await
             {
-                Err(_) => return Err(ConnectError::new("timeout", "no TLS handshake before the deadline")),
+                Err(_) => {
+                    return Err(ConnectError::new(
+                        "timeout",
+                        "no TLS handshake before the deadline",
+                    ));
+                }
                 Ok(Err(error)) => return Err(ConnectError::new("tls", error)),
                 Ok(Ok(stream)) => stream,
             };
@@ -116,7 +121,12 @@ where
 {
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io);
     let (sender, connection) = match timeout_at(deadline, handshake).await {
-        Err(_) => return Err(ConnectError::new("timeout", "no HTTP/2 connection before the deadline")),
+        Err(_) => {
+            return Err(ConnectError::new(
+                "timeout",
+                "no HTTP/2 connection before the deadline",
+            ));
+        }
         Ok(Err(error)) => return Err(ConnectError::new("http2", error)),
         Ok(Ok(pair)) => pair,
     };

@@ -100,7 +100,18 @@ mod tests {
 
     #[test]
     fn buckets_are_close_to_the_value() {
-        for value in [0, 1, 127, 128, 129, 1000, 4095, 65_537, 10_000_000, u64::MAX / 3] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            129,
+            1000,
+            4095,
+            65_537,
+            10_000_000,
+            u64::MAX / 3,
+        ] {
             let back = value_of(index(value));
             let error = back.abs_diff(value) as f64 / value.max(1) as f64;
             assert!(error < 0.016, "{value} -> {back}");

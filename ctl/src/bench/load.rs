@@ -26,7 +26,7 @@ use rustls::ClientConfig;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
-use super::connect::{self, Client, Connection, ConnectError};
+use super::connect::{self, Client, ConnectError, Connection};
 use super::histogram::Histogram;
 use super::target::BenchNode;
 
@@ -135,7 +135,10 @@ pub async fn run(
             let tls = tls.clone();
             if settings.new_connection_per_rpc {
                 tasks.spawn(async move {
-                    (index, one_rpc_per_connection(&node, tls, settings, window).await)
+                    (
+                        index,
+                        one_rpc_per_connection(&node, tls, settings, window).await,
+                    )
                 });
             } else {
                 tasks.spawn(async move {
@@ -323,8 +326,12 @@ async fn one_rpc_per_connection(
         }
         match result {
             Ok(Ok(_)) => stats.latency.record(micros(ended - started)),
-            Ok(Err(status)) => stats.error(code_name(status.code()), || status.message().to_owned()),
-            Err(_) => stats.error("timeout", || "no reply to RollDie before --timeout".to_owned()),
+            Ok(Err(status)) => {
+                stats.error(code_name(status.code()), || status.message().to_owned())
+            }
+            Err(_) => stats.error("timeout", || {
+                "no reply to RollDie before --timeout".to_owned()
+            }),
         }
     }
     stats

@@ -200,7 +200,14 @@ fn errors_cell(stats: &NodeStats) -> String {
 pub fn table(report: &BenchReport) -> String {
     let new_connections = report.settings.new_connection_per_rpc;
     let mut header = vec![
-        "NODE", "TRANSPORT", "REQUESTS", "REQ/S", "P50", "P90", "P99", "MAX",
+        "NODE",
+        "TRANSPORT",
+        "REQUESTS",
+        "REQ/S",
+        "P50",
+        "P90",
+        "P99",
+        "MAX",
     ];
     if new_connections {
         header.push("HANDSHAKES/S");

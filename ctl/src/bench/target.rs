@@ -124,13 +124,9 @@ mod tests {
             stripped.select.node,
             ["127.0.0.1:50051", "127.0.0.1:8443", "127.0.0.1:8444"]
         );
-        let nodes = crate::select::select(
-            None,
-            &stripped.select,
-            crate::select::IfNone::Refuse,
-            None,
-        )
-        .expect("addresses");
+        let nodes =
+            crate::select::select(None, &stripped.select, crate::select::IfNone::Refuse, None)
+                .expect("addresses");
         let nodes = bench_nodes(nodes, &stripped.h2c);
         let found: Vec<(&str, Transport)> = nodes
             .iter()
