@@ -1,8 +1,10 @@
 //! Hostile peers. Each abuse runs in its own test while a good client keeps
 //! rolling on its own connection (and, where the abuse leaves room, on fresh
 //! connections too): every one of its rolls must succeed, and the agent's
-//! resident memory must stay within [`MAX_RSS_GROWTH_KIB`] of where it was.
-//! Each test prints its numbers (`abuse ...: ... RSS before/after/peak`).
+//! resident memory (now and at its peak) must stay within 64 MiB of where it
+//! was (`dice_tests::abuse::MAX_RSS_GROWTH_KIB`). An abuse that is over in a
+//! blink is repeated for a second. Each test prints its numbers
+//! (`abuse ...: ... agent RSS before ..., after ..., peak ...`).
 //!
 //! Then the limits: connections and handshakes beyond their caps are refused
 //! at once, streams beyond `max_concurrent_streams` are refused by HTTP/2,

@@ -13,7 +13,9 @@ use dice_tests::nginx::Nginx;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::python::PyRoll;
 use dice_tests::rpc_log::{RpcLine, h2c_connections, rolls};
-use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, tempdir};
+use dice_tests::{
+    Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, poll_until, tempdir,
+};
 
 /// How long a stopped agent may take to drain and exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -198,6 +200,12 @@ async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
         .count(6)
         .rolls();
 
+    // The agent logs an RPC as it ends, on its own writer thread: wait for all six.
+    assert!(
+        poll_until(Duration::from_secs(5), || rolls(&agent.logs()).len() >= 6),
+        "{}",
+        agent.dump()
+    );
     let lines = rolls(&agent.logs());
     let on = |listener: &str| -> Vec<RpcLine> {
         (lines.iter())
@@ -239,6 +247,11 @@ async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
         .roll_die(request)
         .await
         .expect("roll over h2c");
+    assert!(
+        poll_until(Duration::from_secs(5), || rolls(&agent.logs()).len() >= 7),
+        "{}",
+        agent.dump()
+    );
     let direct = rolls(&agent.logs());
     assert_eq!(direct.len(), 7);
     assert!(

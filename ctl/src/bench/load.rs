@@ -199,12 +199,10 @@ async fn open_all(
 
 type Rpc = (Instant, Result<(), tonic::Status>);
 
-fn roll(mut client: Client) -> impl Future<Output = Rpc> + Send {
-    async move {
-        let started = Instant::now();
-        let result = client.roll_die(RollDieRequest {}).await.map(drop);
-        (started, result)
-    }
+async fn roll(mut client: Client) -> Rpc {
+    let started = Instant::now();
+    let result = client.roll_die(RollDieRequest {}).await.map(drop);
+    (started, result)
 }
 
 fn micros(elapsed: Duration) -> u64 {

@@ -46,6 +46,9 @@ pub struct Cell {
     pub p99: f64,
     /// Failed RPCs and connections.
     pub errors: u64,
+    /// CPU time the server process spent per RPC (warm-up included), µs:
+    /// steadier than the rates on a machine shared with other work.
+    pub cpu_us: f64,
 }
 
 /// Runs `dicectl bench` against `node` (`HOST:PORT` for mTLS, `h2c://HOST:PORT`).
@@ -92,6 +95,7 @@ pub fn bench(
         p50: number(&summary["latency_us"]["p50"]),
         p99: number(&summary["latency_us"]["p99"]),
         errors: summary["errors"].as_u64().unwrap_or(0),
+        cpu_us: 0.0,
     };
     if cell.errors > 0 || cell.rps == 0.0 {
         eprintln!(

@@ -303,6 +303,16 @@ fn main() {
             Target::RefRsa => reference_rsa.first(Mode::Mtls).to_string(),
         }
     };
+    // The process whose CPU time a cell's RPCs cost (behind nginx: the agent's).
+    let server = |target: Target| -> &Proc {
+        match target {
+            Target::AgentMtls | Target::AgentH2c | Target::Nginx => &main_agent,
+            Target::QuietMtls | Target::QuietH2c => &quiet_agent,
+            Target::AgentRsa => &rsa_agent,
+            Target::RefTls | Target::RefH2c => &reference_p256,
+            Target::RefRsa => &reference_rsa,
+        }
+    };
     use Target::*;
     let matrix: [(Shape, &[Target]); 4] = [
         (ONE, &[AgentMtls, RefTls, AgentH2c, RefH2c, Nginx]),
@@ -328,15 +338,20 @@ fn main() {
                 } else {
                     &certs
                 };
-                let cell = load::bench(&address(target), certs, *shape, duration, warmup);
+                let pid = server(target).pid();
+                let cpu_before = procs::cpu_seconds(pid);
+                let mut cell = load::bench(&address(target), certs, *shape, duration, warmup);
+                let rpcs = cell.rps * (duration + warmup).as_secs_f64();
+                cell.cpu_us = (procs::cpu_seconds(pid) - cpu_before) * 1e6 / rpcs.max(1.0);
                 println!(
-                    "run {run}/{runs} {:>11} {:<26} {:>9.0} req/s {:>8.1} conn/s  p50 {:>9}  p99 {:>9}  errors {}",
+                    "run {run}/{runs} {:>11} {:<26} {:>9.0} req/s {:>8.1} conn/s  p50 {:>9}  p99 {:>9}  cpu/rpc {:>5.1} µs  errors {}",
                     shape.name,
                     target.label(),
                     cell.rps,
                     cell.hps,
                     report::micros(cell.p50),
                     report::micros(cell.p99),
+                    cell.cpu_us,
                     cell.errors
                 );
                 results.entry((target, shape.name)).or_default().push(cell);
@@ -550,6 +565,10 @@ fn main() {
                 ),
                 p50: metric_median(target, *shape, |cell| cell.p50),
                 p99: metric_median(target, *shape, p99),
+                cpu_us: metric_median(target, *shape, |cell| cell.cpu_us),
+                cpu_ratio: target
+                    .reference()
+                    .map(|base| ratio(target, base, *shape, |cell| cell.cpu_us)),
                 ratio: target
                     .reference()
                     .map(|base| ratio(target, base, *shape, metric)),

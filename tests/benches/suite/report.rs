@@ -44,6 +44,10 @@ pub struct MatrixRow {
     pub ratio: Option<f64>,
     /// Failed RPCs over all runs.
     pub errors: u64,
+    /// Median server CPU per RPC, µs (behind nginx: the agent's alone).
+    pub cpu_us: f64,
+    /// Median of the per-run ratios of CPU per RPC to the reference's.
+    pub cpu_ratio: Option<f64>,
 }
 
 /// `12,345`.
@@ -91,12 +95,12 @@ pub fn targets_table(rows: &[TargetRow]) -> String {
 /// The matrix table.
 pub fn matrix_table(rows: &[MatrixRow]) -> String {
     let mut out = String::from(
-        "| shape | server | req/s median | min to max | p50 | p99 | vs reference | errors |\n|---|---|---|---|---|---|---|---|\n",
+        "| shape | server | req/s median | min to max | p50 | p99 | vs reference | server CPU per RPC | vs reference | errors |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} to {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} to {} | {} | {} | {} | {:.0} µs | {} | {} |",
             row.shape,
             row.server,
             thousands(row.rate),
@@ -105,6 +109,8 @@ pub fn matrix_table(rows: &[MatrixRow]) -> String {
             micros(row.p50),
             micros(row.p99),
             row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
+            row.cpu_us,
+            row.cpu_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
             row.errors
         );
     }
