@@ -1,5 +1,5 @@
 //! A log writer that keeps logging every RPC cheap under load: when lines
-//! come faster than one per [`BATCH_DELAY`], they are appended to a shared
+//! come faster than one per [`QUIET`] interval, they are appended to a shared
 //! buffer and a dedicated thread writes them to stderr in batches (one
 //! `write(2)` for many lines, instead of a system call on a worker thread per
 //! RPC). A line that arrives while the log is quiet is written at once by the
@@ -25,9 +25,14 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const MAX_PENDING: usize = 1 << 20;
 /// Bytes waiting that make the writer thread write at once.
 pub const HIGH_WATER: usize = 64 << 10;
-/// How long the writer thread lets a batch gather; also how long after the
-/// last write the log counts as quiet, so the next line is written directly.
-pub const BATCH_DELAY: Duration = Duration::from_millis(1);
+/// How long the writer thread lets a batch gather. Each batch costs a wake-up
+/// of the writer thread, which on a small machine takes a core from the
+/// runtime's workers: at 1 ms (a thousand a second under load) that cost the
+/// agent more than the lines' own `write` calls; see BENCHMARKS.md.
+pub const BATCH_DELAY: Duration = Duration::from_millis(10);
+/// How long after the last write the log counts as quiet, so that the next
+/// line is written at once by the thread that logged it.
+pub const QUIET: Duration = Duration::from_millis(1);
 
 struct Pending {
     bytes: Vec<u8>,
@@ -174,9 +179,8 @@ impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let shared = self.shared;
         let mut pending = shared.lock();
-        let quiet = pending.bytes.is_empty()
-            && !pending.writing
-            && pending.last_write.elapsed() >= BATCH_DELAY;
+        let quiet =
+            pending.bytes.is_empty() && !pending.writing && pending.last_write.elapsed() >= QUIET;
         if quiet || (pending.closed && !pending.writing && pending.bytes.is_empty()) {
             // Nothing waiting and nobody writing: write it now, from here.
             pending.writing = true;
@@ -287,7 +291,7 @@ mod tests {
         let sink = Sink::default();
         let (writer, _guard) = non_blocking(sink.clone());
         for i in 0..3 {
-            std::thread::sleep(BATCH_DELAY * 2);
+            std::thread::sleep(QUIET * 2);
             let line = format!("quiet {i}\n");
             writer
                 .make_writer()

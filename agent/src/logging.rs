@@ -1,10 +1,17 @@
 //! Log setup: stderr, text or JSON, `RUST_LOG` over the configured level,
 //! colour only on a terminal. Lines go out through [`crate::log_writer`], so
-//! logging every RPC never blocks a request on a `write(2)`.
+//! logging every RPC under load costs no `write(2)` per line, and timestamps
+//! are formatted by [`Timestamp`], which does the calendar arithmetic once a
+//! second rather than for every line.
 
+use std::cell::RefCell;
+use std::fmt;
 use std::io::IsTerminal;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
 
 use crate::config::LogFormat;
 use crate::log_writer::LogGuard;
@@ -17,6 +24,7 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
     let (writer, guard) = crate::log_writer::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(Timestamp)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -27,4 +35,63 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
             .init(),
     }
     guard
+}
+
+/// The last second of 9999, the last one written with a four-digit year.
+const LAST_FOUR_DIGIT_YEAR: u64 = 253_402_300_799;
+
+thread_local! {
+    /// The second last formatted on this thread, and its text without the `Z`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Timestamps exactly as tracing-subscriber's default `SystemTime` timer
+/// writes them (`2026-11-29T01:43:30.554772Z`, UTC, microseconds), with the
+/// date and time of day formatted once per second per thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timestamp;
+
+impl FormatTime for Timestamp {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let since = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) if since.as_secs() <= LAST_FOUR_DIGIT_YEAR => since,
+            _ => return tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        };
+        let secs = since.as_secs();
+        SECOND.with_borrow_mut(|(second, text)| {
+            if *second != secs {
+                // Fits in i64: at most LAST_FOUR_DIGIT_YEAR.
+                *text = dice_proto::cert::rfc3339(secs as i64);
+                text.pop(); // the `Z`
+                *second = secs;
+            }
+            w.write_str(text)?;
+            write!(w, ".{:06}Z", since.subsec_micros())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(timer: &impl FormatTime) -> String {
+        let mut text = String::new();
+        timer
+            .format_time(&mut Writer::new(&mut text))
+            .expect("format");
+        text
+    }
+
+    #[test]
+    fn timestamps_look_like_tracing_subscribers() {
+        for _ in 0..3 {
+            let ours = format(&Timestamp);
+            let theirs = format(&tracing_subscriber::fmt::time::SystemTime);
+            assert_eq!(ours.len(), theirs.len(), "{ours} vs {theirs}");
+            // Same up to the minute (a second may tick between the two calls).
+            assert_eq!(ours[..16], theirs[..16], "{ours} vs {theirs}");
+            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+        }
+    }
 }
