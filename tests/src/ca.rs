@@ -5,8 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dice_proto::cert::CertSummary;
 use rcgen::{
@@ -16,7 +14,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::pki::{Identity, ORGANIZATION, Pki};
+use crate::pki::{Identity, ORGANIZATION, Pki, fresh_serial};
 
 /// The common name [`Pki::new`] gives its CA.
 pub const CA_COMMON_NAME: &str = "dice test CA";
@@ -230,21 +228,6 @@ fn hex(text: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("a hex serial"))
         .collect()
-}
-
-/// A positive serial unique within this process and unlikely to repeat across runs.
-fn fresh_serial() -> SerialNumber {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or_default();
-    let mut bytes = Vec::with_capacity(20);
-    bytes.extend_from_slice(&nanos.to_be_bytes());
-    bytes.extend_from_slice(&std::process::id().to_be_bytes());
-    bytes.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    bytes[0] = (bytes[0] & 0x7f) | 0x40; // positive, and no leading zero byte
-    SerialNumber::from_slice(&bytes)
 }
 
 fn restrict(path: &Path) {

@@ -327,3 +327,18 @@ impl Rolling {
         }
     }
 }
+
+/// Turns a list of paths and strings into command-line arguments.
+pub fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|arg| arg.as_ref().to_owned()).collect()
+}
+
+/// An agent named `node` serving `server` on an mTLS listener named `mtls`,
+/// verifying clients against `client_ca`.
+pub fn serve(node: &str, server: &Leaf, client_ca: &Path) -> crate::Agent {
+    crate::Agent::spawn(
+        &crate::AgentConfig::new(node)
+            .tls(server.tls_files(client_ca))
+            .listener(crate::ListenerConfig::mtls("mtls")),
+    )
+}

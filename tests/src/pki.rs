@@ -392,7 +392,7 @@ fn name(common_name: &str) -> DistinguishedName {
 
 /// A serial unique within this process and unlikely to repeat across runs,
 /// so rotation tests can tell two certificates for the same name apart.
-fn fresh_serial() -> SerialNumber {
+pub(crate) fn fresh_serial() -> SerialNumber {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use dice_tests::certs_cli::{CaDir, IssueSpec, Leaf, Rolling, certs, ctl_roll};
+use dice_tests::certs_cli::{self, CaDir, IssueSpec, Leaf, Rolling, certs, ctl_roll, os};
 use dice_tests::client::{Client, handshake};
 use dice_tests::rotation::{await_log, await_serial};
 use dice_tests::{Agent, AgentConfig, LeafSpec, ListenerConfig, Pki, run_agent, tempdir};
@@ -22,17 +22,9 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    args.iter().map(|arg| arg.as_ref().to_owned()).collect()
-}
-
 /// An agent serving `server` on an mTLS listener named `mtls`, verifying clients against `client_ca`.
 fn serve(server: &Leaf, client_ca: &Path) -> Agent {
-    Agent::spawn(
-        &AgentConfig::new("certs-node")
-            .tls(server.tls_files(client_ca))
-            .listener(ListenerConfig::mtls("mtls")),
-    )
+    certs_cli::serve("certs-node", server, client_ca)
 }
 
 // === issue and inspect ===

@@ -7,28 +7,20 @@
 //! and `openssl s_client` connecting to an agent with dicectl's certificates.
 //! All material is made in the test itself.
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 
-use dice_tests::certs_cli::{CaDir, IssueSpec, KEY_TYPES, Leaf, certs, ctl_roll};
+use dice_tests::certs_cli::{self, CaDir, IssueSpec, KEY_TYPES, Leaf, certs, ctl_roll, os};
 use dice_tests::client::handshake;
 use dice_tests::foreign_pki::{
     CFSSL_BACKDATE, ForeignKey, ForeignPki, Usage, openssl_verify, s_client,
 };
 use dice_tests::rotation::{await_log, await_serial};
-use dice_tests::{Agent, AgentConfig, ListenerConfig, tempdir};
+use dice_tests::{Agent, tempdir};
 
-fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    args.iter().map(|arg| arg.as_ref().to_owned()).collect()
-}
-
+/// An agent serving `server` on an mTLS listener named `mtls`, verifying clients against `client_ca`.
 fn serve(server: &Leaf, client_ca: &Path) -> Agent {
-    Agent::spawn(
-        &AgentConfig::new("compat-node")
-            .tls(server.tls_files(client_ca))
-            .listener(ListenerConfig::mtls("mtls")),
-    )
+    certs_cli::serve("compat-node", server, client_ca)
 }
 
 fn assert_key_form(leaf: &Leaf, key: ForeignKey) {
