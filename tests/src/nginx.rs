@@ -178,6 +178,23 @@ impl Nginx {
         self.read("access.log")
     }
 
+    /// The access log once it has at least `count` lines containing
+    /// `pattern`: nginx logs a request as it frees it, which can be just
+    /// after the client has the response. Panics with [`Nginx::dump`] if it
+    /// has not within [`crate::rpc_log::LOG_TIMEOUT`].
+    pub fn await_access(&self, pattern: &str, count: usize) -> String {
+        let matching = |log: &str| log.lines().filter(|line| line.contains(pattern)).count();
+        if !crate::poll_until(crate::rpc_log::LOG_TIMEOUT, || {
+            matching(&self.access_log()) >= count
+        }) {
+            panic!(
+                "expected {count} access log lines with {pattern:?}\n{}",
+                self.dump()
+            );
+        }
+        self.access_log()
+    }
+
     /// The error log so far.
     pub fn error_log(&self) -> String {
         self.read("error.log")

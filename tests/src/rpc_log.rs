@@ -1,6 +1,17 @@
 //! Reads the agent's per-RPC log lines (target `dice_agent::rpc`, message
 //! `rpc`) from its text-format stderr, to see which agent served a call and
 //! which client identity it logged.
+//!
+//! The agent writes its log on a writer thread, in batches when lines come
+//! fast, so a line can land shortly after the RPC it records was answered:
+//! read counts with [`await_rolls`], which waits for them.
+
+use std::time::Duration;
+
+use crate::{Agent, poll_until};
+
+/// How long [`await_rolls`] waits for the agents' RPC lines.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What precedes the fields of an RPC line: the target and the message.
 const MARKER: &str = " dice_agent::rpc: rpc ";
@@ -69,6 +80,27 @@ pub fn rolls(logs: &str) -> Vec<RpcLine> {
                 && line.field("code").as_deref() == Some("0")
         })
         .collect()
+}
+
+/// Waits until `agents` together have logged at least `count` OK rolls,
+/// then returns each agent's rolls. Panics with the agents' logs if they
+/// have not within [`LOG_TIMEOUT`].
+pub fn await_rolls<const N: usize>(agents: [&Agent; N], count: usize) -> [Vec<RpcLine>; N] {
+    let total = || {
+        agents
+            .iter()
+            .map(|agent| rolls(&agent.logs()).len())
+            .sum::<usize>()
+    };
+    if !poll_until(LOG_TIMEOUT, || total() >= count) {
+        let dumps: Vec<String> = agents.iter().map(|agent| agent.dump()).collect();
+        panic!(
+            "expected {count} rolls in the agents' logs within {LOG_TIMEOUT:?}, found {}\n{}",
+            total(),
+            dumps.join("\n")
+        );
+    }
+    agents.map(|agent| rolls(&agent.logs()))
 }
 
 /// How many h2c connections the agent accepted (a debug-level line each).

@@ -9,7 +9,7 @@
 use dice_tests::chromium::{attribute, dump_dom, element_tag, element_text};
 use dice_tests::django::DjangoSite;
 use dice_tests::nginx::Nginx;
-use dice_tests::rpc_log::rolls;
+use dice_tests::rpc_log::{await_rolls, rolls};
 use dice_tests::service::free_port;
 use dice_tests::{Agent, AgentConfig, Pki, tempdir};
 
@@ -40,7 +40,7 @@ fn django_page_shows_a_die_face_rolled_by_a_real_agent() {
     );
 
     // Both page loads rolled on the agent, through grpcio.
-    let lines = rolls(&agent.logs());
+    let [lines] = await_rolls([&agent], 2);
     assert_eq!(lines.len(), 2, "{}", agent.dump());
     assert!(lines.iter().all(|line| line.line.contains("grpc-python/")));
 }

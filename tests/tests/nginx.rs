@@ -12,10 +12,8 @@ use dice_proto::api::dice_service_client::DiceServiceClient;
 use dice_tests::nginx::Nginx;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::python::PyRoll;
-use dice_tests::rpc_log::{RpcLine, h2c_connections, rolls};
-use dice_tests::{
-    Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, poll_until, tempdir,
-};
+use dice_tests::rpc_log::{RpcLine, await_rolls, h2c_connections};
+use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, tempdir};
 
 /// How long a stopped agent may take to drain and exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -64,13 +62,14 @@ fn python_client_and_dicectl_roll_through_nginx() {
     assert!((1..=6).contains(&value), "{roll}");
 
     // nginx logged every RPC with the agent's OK status from the trailers.
-    let access = nginx.access_log();
+    let access = nginx.await_access(" grpc_status=0 ", 7);
     let ok = access
         .lines()
         .filter(|line| line.contains(" grpc_status=0 "))
         .count();
     assert_eq!(ok, 7, "7 RPCs with grpc-status 0\n{}", nginx.dump());
-    assert_eq!(rolls(&a.logs()).len() + rolls(&b.logs()).len(), 7);
+    let [rolls_a, rolls_b] = await_rolls([&a, &b], 7);
+    assert_eq!(rolls_a.len() + rolls_b.len(), 7);
 }
 
 #[test]
@@ -90,16 +89,17 @@ fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
         .fails_with("UNAUTHENTICATED");
     foreign.assert_stderr_contains("client certificate not trusted");
 
-    // Neither request reached an agent.
-    assert_eq!(rolls(&a.logs()).len() + rolls(&b.logs()).len(), 0);
     let access = nginx.access_log();
     assert!(access.contains("verify=NONE"), "{}", nginx.dump());
     assert!(access.contains("verify=FAILED:"), "{}", nginx.dump());
 
-    // A good client still gets through.
+    // A good client still gets through, and its roll is the only one that
+    // reached an agent.
     PyRoll::new(nginx.addr(), pki.ca_cert())
         .identity(pki.client())
         .rolls();
+    let [rolls_a, rolls_b] = await_rolls([&a, &b], 1);
+    assert_eq!(rolls_a.len() + rolls_b.len(), 1, "{}", nginx.dump());
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn nginx_balances_over_both_agents_on_kept_alive_connections() {
         .count(ROLLS as u32)
         .rolls();
 
-    let (rolls_a, rolls_b) = (rolls(&a.logs()).len(), rolls(&b.logs()).len());
+    let [rolls_a, rolls_b] = await_rolls([&a, &b], ROLLS).map(|lines| lines.len());
     let context = || format!("{}\n{}\n{}", a.dump(), b.dump(), nginx.dump());
     assert_eq!(rolls_a + rolls_b, ROLLS, "{}", context());
     assert!(
@@ -151,7 +151,8 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
 
     // Both agents serve, and nginx holds a kept-alive connection to each.
     roll(4);
-    assert!(!rolls(&a.logs()).is_empty() && !rolls(&b.logs()).is_empty());
+    let [rolls_a, rolls_b] = await_rolls([&a, &b], 4);
+    assert!(!rolls_a.is_empty() && !rolls_b.is_empty());
 
     a.signal(Signal::TERM);
     let status = a.wait_exit(EXIT_TIMEOUT);
@@ -161,11 +162,12 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
         a.dump()
     );
 
-    let served_by_b = rolls(&b.logs()).len();
+    let served_by_b = rolls_b.len();
     roll(10);
     roll(10);
+    let [rolls_b] = await_rolls([&b], served_by_b + 20);
     assert_eq!(
-        rolls(&b.logs()).len(),
+        rolls_b.len(),
         served_by_b + 20,
         "the remaining agent serves every roll\n{}\n{}",
         b.dump(),
@@ -200,13 +202,7 @@ async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
         .count(6)
         .rolls();
 
-    // The agent logs an RPC as it ends, on its own writer thread: wait for all six.
-    assert!(
-        poll_until(Duration::from_secs(5), || rolls(&agent.logs()).len() >= 6),
-        "{}",
-        agent.dump()
-    );
-    let lines = rolls(&agent.logs());
+    let [lines] = await_rolls([&agent], 6);
     let on = |listener: &str| -> Vec<RpcLine> {
         (lines.iter())
             .filter(|line| line.listener().as_deref() == Some(listener))
@@ -247,12 +243,7 @@ async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
         .roll_die(request)
         .await
         .expect("roll over h2c");
-    assert!(
-        poll_until(Duration::from_secs(5), || rolls(&agent.logs()).len() >= 7),
-        "{}",
-        agent.dump()
-    );
-    let direct = rolls(&agent.logs());
+    let [direct] = await_rolls([&agent], 7);
     assert_eq!(direct.len(), 7);
     assert!(
         direct.iter().all(|line| !line.line.contains("forged")),

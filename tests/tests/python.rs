@@ -9,7 +9,7 @@ use std::process::Command;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::process::{RUN_TIMEOUT, run_with_timeout};
 use dice_tests::python::PyRoll;
-use dice_tests::rpc_log::rolls;
+use dice_tests::rpc_log::{await_rolls, rolls};
 use dice_tests::service::free_port;
 use dice_tests::{Agent, AgentConfig, Pki, tempdir, tools};
 
@@ -26,7 +26,7 @@ fn python_client_rolls_over_mtls() {
     assert_eq!(values.len(), 10);
 
     // The agent saw grpcio, and the client certificate's subject.
-    let lines = rolls(&agent.logs());
+    let [lines] = await_rolls([&agent], 10);
     assert_eq!(lines.len(), 10, "{}", agent.dump());
     for line in &lines {
         assert!(line.line.contains("user_agent=grpc-python/"), "{line:?}");
@@ -114,7 +114,7 @@ fn a_forged_identity_header_is_ignored_on_mtls() {
         .identity(pki.client())
         .metadata("x-client-subject", "CN=forged-admin")
         .rolls();
-    let lines = rolls(&agent.logs());
+    let [lines] = await_rolls([&agent], 1);
     assert_eq!(lines.len(), 1, "{}", agent.dump());
     let subject = lines[0].field("client.subject").unwrap_or_default();
     assert!(
