@@ -6,6 +6,7 @@
 //! every RPC on a denied connection fails with `PERMISSION_DENIED`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -84,17 +85,13 @@ pub struct Authz<S> {
     inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
 impl<S, ReqBody> Service<Request<ReqBody>> for Authz<S>
 where
     S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = AuthzFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -103,15 +100,49 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let denied = request
             .extensions()
-            .get::<ConnInfo>()
+            .get::<Arc<ConnInfo>>()
             .is_some_and(|c| c.denied);
         if denied {
             let status = tonic::Status::permission_denied(
                 "this client certificate is not in the listener's allow list",
             );
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+            return AuthzFuture::Denied {
+                response: Some(status.into_http()),
+            };
         }
-        Box::pin(self.inner.call(request))
+        AuthzFuture::Served {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`Authz`]: the inner service's, or `PERMISSION_DENIED`
+    /// at once. A plain enum, not a boxed future: it is made for every RPC.
+    // pin-project-lite takes no doc comments on enum fields.
+    #[allow(missing_docs)]
+    #[project = AuthzFutureProj]
+    pub enum AuthzFuture<F> {
+        /// The client is allowed: the inner service answers.
+        Served { #[pin] inner: F },
+        /// The client was denied; taken on the first poll.
+        Denied { response: Option<Response<tonic::body::Body>> },
+    }
+}
+
+impl<F, E> Future for AuthzFuture<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthzFutureProj::Served { inner } => inner.poll(cx),
+            AuthzFutureProj::Denied { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
-use tonic::body::Body as TonicBody;
 use tower::{Layer, Service};
 
 /// The start of tonic's `grpc-message` for a message over the limit, percent-encoded
@@ -40,39 +39,53 @@ pub struct MessageLimit<S> {
     inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, ReqBody> Service<Request<ReqBody>> for MessageLimit<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MessageLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<TonicBody>>,
-    S::Future: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Response = Response<TonicBody>;
+    type Response = Response<TrailersRewrite<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = MessageLimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            if rewrite(response.headers_mut()) {
-                // A trailers-only response: the status was in the headers.
-                return Ok(response);
-            }
-            Ok(response.map(|inner| TonicBody::new(TrailersRewrite { inner })))
-        })
+        MessageLimitFuture {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`MessageLimit`]: the inner one with its status
+    /// rewritten, in the headers of a trailers-only response (unary and
+    /// server-streaming RPCs) or in the trailers (client streams).
+    pub struct MessageLimitFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> Future for MessageLimitFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrailersRewrite<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(self.project().inner.poll(cx))?;
+        rewrite(response.headers_mut());
+        Poll::Ready(Ok(response.map(|inner| TrailersRewrite { inner })))
     }
 }
 
 /// Sets `grpc-status` to `RESOURCE_EXHAUSTED` if `headers` carry tonic's
-/// oversize-message `OUT_OF_RANGE`; returns whether they carried a status at all.
-fn rewrite(headers: &mut HeaderMap) -> bool {
+/// oversize-message `OUT_OF_RANGE`.
+fn rewrite(headers: &mut HeaderMap) {
     let Some(status) = headers.get("grpc-status") else {
-        return false;
+        return;
     };
     let too_large = status == OUT_OF_RANGE
         && headers
@@ -82,12 +95,11 @@ fn rewrite(headers: &mut HeaderMap) -> bool {
     if too_large {
         headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
     }
-    true
 }
 
 pin_project_lite::pin_project! {
-    /// A response body whose trailers go through [`rewrite`].
-    struct TrailersRewrite<B> {
+    /// A response body whose trailers get the same rewrite as the headers.
+    pub struct TrailersRewrite<B> {
         #[pin]
         inner: B,
     }
@@ -138,15 +150,15 @@ mod tests {
         let mut oversize = headers(tonic::Status::out_of_range(
             "Error, decoded message length too large: found 4097 bytes, the limit is: 4096 bytes",
         ));
-        assert!(rewrite(&mut oversize));
+        rewrite(&mut oversize);
         assert_eq!(oversize["grpc-status"], RESOURCE_EXHAUSTED);
 
         let mut other = headers(tonic::Status::out_of_range("page 7 of 3"));
-        assert!(rewrite(&mut other));
+        rewrite(&mut other);
         assert_eq!(other["grpc-status"], OUT_OF_RANGE);
 
         let mut ok = HeaderMap::new();
-        assert!(!rewrite(&mut ok));
+        rewrite(&mut ok);
         assert!(ok.is_empty());
     }
 }

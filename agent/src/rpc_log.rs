@@ -7,8 +7,8 @@
 //! is dropped, when the client goes away first).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -48,27 +48,49 @@ pub struct RpcLog<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RpcLog<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<LoggedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = RpcLogFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let mut record = RpcRecord::start(&request);
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            record.code = grpc_code(response.headers());
-            Ok(response.map(|inner| LoggedBody {
-                inner,
-                record: Some(record),
-            }))
-        })
+        let record = RpcRecord::start(&request);
+        RpcLogFuture {
+            inner: self.inner.call(request),
+            record: Some(record),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`RpcLog`], its body carrying the RPC's record. If the
+    /// future is dropped first (the client went away), the record logs then.
+    pub struct RpcLogFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<RpcRecord>,
+    }
+}
+
+impl<F, B, E> Future for RpcLogFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<LoggedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let mut record = this.record.take().expect("polled after completion");
+        record.code = grpc_code(response.headers());
+        Poll::Ready(Ok(response.map(|inner| LoggedBody {
+            inner,
+            record: Some(record),
+        })))
     }
 }
 
@@ -133,7 +155,7 @@ struct RpcRecord {
     authority: Option<Authority>,
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
-    conn: Option<ConnInfo>,
+    conn: Option<Arc<ConnInfo>>,
     proxy_client: Option<HeaderValue>,
     code: Option<Code>,
 }
@@ -142,10 +164,11 @@ impl RpcRecord {
     fn start<B>(request: &Request<B>) -> Self {
         let headers = request.headers();
         let authority = request.uri().authority().cloned();
-        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let started = Instant::now();
+        let conn = request.extensions().get::<Arc<ConnInfo>>().cloned();
         // The record's life is the RPC's: it also feeds the connection's idle timer.
         if let Some(conn) = &conn {
-            conn.activity.rpc_started();
+            conn.activity.rpc_started(started);
         }
         // Anyone can send this header; only a listener behind a trusted proxy believes it.
         let proxy_client = conn
@@ -155,7 +178,7 @@ impl RpcRecord {
             .filter(|v| v.to_str().is_ok())
             .cloned();
         Self {
-            started: Instant::now(),
+            started,
             path: request.uri().path_and_query().cloned(),
             host: if authority.is_none() {
                 headers.get(http::header::HOST).cloned()
@@ -178,10 +201,11 @@ fn text(value: Option<&HeaderValue>) -> &str {
 
 impl Drop for RpcRecord {
     fn drop(&mut self) {
+        let ended = Instant::now();
         if let Some(conn) = &self.conn {
-            conn.activity.rpc_ended();
+            conn.activity.rpc_ended(ended);
         }
-        let elapsed = self.started.elapsed();
+        let elapsed = ended.saturating_duration_since(self.started);
         let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // No status at all means the client went away before the RPC ended.
         let code = self.code.unwrap_or(Code::Cancelled);
@@ -202,7 +226,7 @@ impl Drop for RpcRecord {
             status = %code_name(code),
             duration_us,
             authority = %authority,
-            peer = conn.map(|c| tracing::field::display(c.peer)),
+            peer = conn.map(|c| tracing::field::display(&c.peer_text)),
             user_agent = %text(self.user_agent.as_ref()),
             listener = %conn.map_or("", |c| &*c.listener),
             client.subject = subject,
@@ -245,11 +269,16 @@ const CODES: usize = 17;
 /// A series' counter and latency histogram.
 type Series = (Counter, Histogram);
 
+/// A method's series, by status code.
+type MethodSeries = (Box<str>, [Option<Series>; CODES]);
+
 thread_local! {
     /// Handles to the metric series this thread has used, by method and code:
     /// looking one up in the registry's families takes their locks and a
     /// `String` per label; after the first RPC of a kind this takes neither.
-    static SERIES: RefCell<HashMap<Box<str>, [Option<Series>; CODES]>> = RefCell::new(HashMap::new());
+    /// A list, searched in order: a service has a handful of methods, and
+    /// comparing a few short strings is cheaper than hashing one.
+    static SERIES: RefCell<Vec<MethodSeries>> = const { RefCell::new(Vec::new()) };
 }
 
 fn record_metrics(method: &str, code: Code, seconds: f64) {
@@ -261,7 +290,8 @@ fn record_metrics(method: &str, code: Code, seconds: f64) {
     };
     let slot = (code as usize).min(CODES - 1);
     SERIES.with_borrow_mut(|cache| {
-        if let Some(Some((rpcs, duration))) = cache.get(method).map(|codes| &codes[slot]) {
+        let cached = cache.iter().position(|(known, _)| **known == *method);
+        if let Some(Some((rpcs, duration))) = cached.map(|at| &cache[at].1[slot]) {
             rpcs.inc();
             duration.observe(seconds);
             return;
@@ -282,12 +312,12 @@ fn record_metrics(method: &str, code: Code, seconds: f64) {
             .clone();
         rpcs.inc();
         duration.observe(seconds);
-        if let Some(codes) = cache.get_mut(method) {
-            codes[slot] = Some((rpcs, duration));
+        if let Some(at) = cached {
+            cache[at].1[slot] = Some((rpcs, duration));
         } else if cache.len() < MAX_CACHED_SERIES {
             let mut codes: [Option<Series>; CODES] = Default::default();
             codes[slot] = Some((rpcs, duration));
-            cache.insert(Box::from(method), codes);
+            cache.push((Box::from(method), codes));
         }
     });
 }
