@@ -1,11 +1,12 @@
 //! An accepted connection, plaintext or TLS, with what the agent knows about
-//! its peer. tonic puts [`ConnInfo`] into every request's extensions.
+//! its peer. tonic puts an `Arc<ConnInfo>` into every request's extensions.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub struct ConnInfo {
     pub mode: &'static str,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// `peer` as text, formatted once for every RPC's log line.
+    pub peer_text: Box<str>,
     /// The verified client certificate, on mTLS listeners.
     pub client: Option<Arc<ClientIdentity>>,
     /// Whether the listener trusts its proxy's client-subject header.
@@ -58,21 +61,22 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn touch(&self, at: Instant) {
+        let ms = u64::try_from(at.saturating_duration_since(self.opened).as_millis())
+            .unwrap_or(u64::MAX);
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Records that an RPC started.
-    pub fn rpc_started(&self) {
+    /// Records that an RPC started at `at` (the caller's clock reading).
+    pub fn rpc_started(&self, at: Instant) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        self.touch(at);
     }
 
-    /// Records that an RPC ended.
-    pub fn rpc_ended(&self) {
+    /// Records that an RPC ended at `at`.
+    pub fn rpc_ended(&self, at: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        self.touch(at);
     }
 
     /// When the connection becomes idle-expired, or `None` while RPCs are in flight.
@@ -83,6 +87,18 @@ impl Activity {
         Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle)
     }
 }
+
+/// How many client certificates' identities [`ClientIdentity::from_tls`]
+/// keeps (a few hundred KiB at most); when full it starts over.
+const MAX_CACHED_IDENTITIES: usize = 256;
+
+/// Identities by the leaf certificate's DER bytes. Only certificates that
+/// passed verification get here, so a peer cannot fill it with junk faster
+/// than it can get certificates from the CA.
+static IDENTITIES: LazyLock<Mutex<IdentityCache>> = LazyLock::new(Mutex::default);
+
+/// Client identities by their leaf certificate's DER bytes.
+type IdentityCache = HashMap<Box<[u8]>, Arc<ClientIdentity>>;
 
 /// The identity a verified client certificate carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +113,25 @@ pub struct ClientIdentity {
 
 impl ClientIdentity {
     /// Reads the identity from the peer's leaf certificate, if it parses.
-    pub fn from_tls(stream: &TlsStream<TcpStream>) -> Option<Self> {
+    /// A certificate seen recently is not parsed again: clients reconnect
+    /// with the same one, and a full handshake is the agent's dearest work.
+    pub fn from_tls(stream: &TlsStream<TcpStream>) -> Option<Arc<Self>> {
         let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+        let mut cache = IDENTITIES.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = cache.get(leaf.as_ref()) {
+            return Some(known.clone());
+        }
         let summary = CertSummary::parse(leaf).ok()?;
-        Some(Self {
+        let identity = Arc::new(Self {
             subject: summary.subject,
             common_name: summary.common_name,
             sans: summary.sans,
-        })
+        });
+        if cache.len() >= MAX_CACHED_IDENTITIES {
+            cache.clear();
+        }
+        cache.insert(leaf.as_ref().into(), identity.clone());
+        Some(identity)
     }
 
     /// The names an allow list may match: DNS and URI SANs (without their
@@ -128,7 +155,7 @@ enum Io {
 /// run on it for the idle timeout.
 pub struct Conn {
     io: Io,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     idle: IdleTimer,
     /// This listener's open-connections gauge, decremented on drop.
     open: Gauge,
@@ -171,7 +198,7 @@ impl Conn {
         Self {
             open,
             io,
-            info,
+            info: Arc::new(info),
             idle: IdleTimer {
                 limit,
                 sleep: Box::pin(tokio::time::sleep(limit)),
@@ -209,9 +236,9 @@ impl Drop for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = ConnInfo;
+    type ConnectInfo = Arc<ConnInfo>;
 
-    fn connect_info(&self) -> ConnInfo {
+    fn connect_info(&self) -> Arc<ConnInfo> {
         self.info.clone()
     }
 }

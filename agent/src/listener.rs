@@ -81,6 +81,7 @@ pub async fn accept_loop(
             listener: name.clone(),
             mode,
             peer,
+            peer_text: peer.to_string().into(),
             client: None,
             trusted_proxy: bound.config.trusted_proxy,
             denied: false,
@@ -135,7 +136,7 @@ async fn handshake(
     .await
     {
         Ok(Ok(tls)) => {
-            info.client = ClientIdentity::from_tls(&tls).map(Arc::new);
+            info.client = ClientIdentity::from_tls(&tls);
             match &info.client {
                 Some(client) if allow.allows(client) => {
                     debug!(client.subject = %client.subject, "TLS handshake done");
