@@ -23,6 +23,7 @@ pub mod conn;
 pub mod expiry;
 pub mod info;
 pub mod listener;
+pub mod log_fields;
 pub mod log_writer;
 pub mod logging;
 pub mod message_limit;

@@ -1,5 +1,6 @@
 //! Log setup: stderr, text or JSON, `RUST_LOG` over the configured level,
-//! colour only on a terminal. Lines go out through [`crate::log_writer`], so
+//! colour only on a terminal (elsewhere fields go through
+//! [`crate::log_fields::PlainFields`]). Lines go out through [`crate::log_writer`], so
 //! logging every RPC under load costs no `write(2)` per line, and timestamps
 //! are formatted by [`Timestamp`], which does the calendar arithmetic once a
 //! second rather than for every line.
@@ -27,7 +28,11 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
         .with_timer(Timestamp)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(crate::log_fields::PlainFields)
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
