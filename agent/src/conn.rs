@@ -20,8 +20,9 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tracing::debug;
 
-/// What the agent knows about a connection's peer.
-#[derive(Debug, Clone)]
+/// What the agent knows about a connection's peer. Shared, as one `Arc`,
+/// by the connection and every request on it.
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The name of the listener that accepted it.
     pub listener: Arc<str>,
@@ -38,7 +39,7 @@ pub struct ConnInfo {
     /// Whether the listener's allow list refused this client: every RPC fails.
     pub denied: bool,
     /// RPCs in flight on this connection, for the idle timeout.
-    pub activity: Arc<Activity>,
+    pub activity: Activity,
 }
 
 /// Tracks RPCs on one connection so an idle one can be closed.

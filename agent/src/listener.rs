@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authz::AllowList;
 use crate::config::{Limits, ListenerConfig};
-use crate::conn::{ClientIdentity, Conn, ConnInfo};
+use crate::conn::{Activity, ClientIdentity, Conn, ConnInfo};
 use crate::metrics::HandshakeLabels;
 use crate::tls::TlsProfile;
 
@@ -85,7 +85,7 @@ pub async fn accept_loop(
             client: None,
             trusted_proxy: bound.config.trusted_proxy,
             denied: false,
-            activity: Arc::default(),
+            activity: Activity::default(),
         };
         let Some(profile) = &bound.tls else {
             debug!(listener = %name, %peer, "accepted h2c connection");
