@@ -238,6 +238,24 @@ impl Leaf {
     }
 }
 
+/// `dicectl certs inspect SERVER CLIENT --key SERVER_KEY --key CLIENT_KEY --ca CA`,
+/// then `extra` (e.g. `--output json`).
+pub fn inspect_pair(server: &Leaf, client: &Leaf, ca: &Path, extra: &[&str]) -> RunOutput {
+    let mut args = os(&[
+        &"inspect",
+        &server.cert,
+        &client.cert,
+        &"--key",
+        &server.key,
+        &"--key",
+        &client.key,
+        &"--ca",
+        &ca,
+    ]);
+    args.extend(extra.iter().map(OsString::from));
+    certs(args)
+}
+
 /// `dicectl roll --node ADDR --ca CA --cert CERT --key KEY`, expecting a value from 1 to 6.
 pub fn ctl_roll(addr: SocketAddr, ca: &Path, client: &Leaf) -> i32 {
     let output = Ctl::run([

@@ -8,7 +8,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use dice_tests::certs_cli::{self, CaDir, IssueSpec, Leaf, Rolling, certs, ctl_roll, os};
+use dice_tests::certs_cli::{
+    self, CaDir, IssueSpec, Leaf, Rolling, certs, ctl_roll, inspect_pair, os,
+};
 use dice_tests::client::{Client, handshake};
 use dice_tests::rotation::{await_log, await_serial};
 use dice_tests::{Agent, AgentConfig, LeafSpec, ListenerConfig, Pki, run_agent, tempdir};
@@ -226,19 +228,7 @@ fn inspect_reports_names_validity_key_type_key_match_and_chain() {
     );
 
     // JSON: both files, the second with its own key; `--output` before or after.
-    let output = certs(os(&[
-        &"inspect",
-        &server.cert,
-        &client.cert,
-        &"--key",
-        &server.key,
-        &"--key",
-        &client.key,
-        &"--ca",
-        &ca.cert(),
-        &"--output",
-        &"json",
-    ]));
+    let output = inspect_pair(&server, &client, &ca.cert(), &["--output", "json"]);
     output.assert_success();
     let doc: InspectDoc = serde_json::from_str(&output.stdout)
         .unwrap_or_else(|error| panic!("not the documented JSON: {error}\n{output}"));
@@ -381,17 +371,7 @@ async fn key_type_end_to_end(key_type: &str) {
     assert_eq!(shook.server_cert.serial, server.serial());
     ctl_roll(addr, &ca.cert(), &client);
 
-    let inspect = certs(os(&[
-        &"inspect",
-        &server.cert,
-        &client.cert,
-        &"--key",
-        &server.key,
-        &"--key",
-        &client.key,
-        &"--ca",
-        &ca.cert(),
-    ]));
+    let inspect = inspect_pair(&server, &client, &ca.cert(), &[]);
     inspect.assert_success();
     let expected = match key_type {
         "ecdsa-p256" => "ECDSA P-256",

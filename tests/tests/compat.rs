@@ -10,7 +10,9 @@
 use std::fs;
 use std::path::Path;
 
-use dice_tests::certs_cli::{self, CaDir, IssueSpec, KEY_TYPES, Leaf, certs, ctl_roll, os};
+use dice_tests::certs_cli::{
+    self, CaDir, IssueSpec, KEY_TYPES, Leaf, certs, ctl_roll, inspect_pair, os,
+};
 use dice_tests::client::handshake;
 use dice_tests::foreign_pki::{
     CFSSL_BACKDATE, ForeignKey, ForeignPki, Usage, openssl_verify, s_client,
@@ -51,17 +53,7 @@ async fn foreign_pki_works_everywhere(
     assert_eq!(shook.server_cert.serial, server.serial());
     ctl_roll(addr, &ca_cert, client);
 
-    let inspect = certs(os(&[
-        &"inspect",
-        &server.cert,
-        &client.cert,
-        &"--key",
-        &server.key,
-        &"--key",
-        &client.key,
-        &"--ca",
-        &ca_cert,
-    ]));
+    let inspect = inspect_pair(server, client, &ca_cert, &[]);
     inspect.assert_success();
     for key_type in types {
         inspect.assert_stdout_contains(&format!("key type     {key_type}"));
