@@ -166,6 +166,8 @@ pub struct Conn {
 struct IdleTimer {
     limit: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// The timer has been polled since it was last set, so it will wake the task.
+    armed: bool,
 }
 
 impl Conn {
@@ -203,6 +205,7 @@ impl Conn {
             idle: IdleTimer {
                 limit,
                 sleep: Box::pin(tokio::time::sleep(limit)),
+                armed: false,
             },
             _slot: slot,
         }
@@ -211,8 +214,15 @@ impl Conn {
     /// Whether the connection has been idle for the limit. Re-arms the timer
     /// otherwise, so the task wakes when it next could be.
     fn poll_idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        // Once polled, the timer holds the connection task's waker: until it
+        // fires there is nothing to check, and polling it on every pending
+        // read would cost the timer's bookkeeping each time.
+        if self.idle.armed && !self.idle.sleep.is_elapsed() {
+            return false;
+        }
         loop {
             if self.idle.sleep.as_mut().poll(cx).is_pending() {
+                self.idle.armed = true;
                 return false;
             }
             let deadline = self.info.activity.idle_deadline(self.idle.limit);
