@@ -9,13 +9,17 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use tower::{Layer, Service};
 
 /// The start of tonic's `grpc-message` for a message over the limit, percent-encoded
 /// as it is on the wire ("Error, decoded message length too large: found N bytes, ...").
 const TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
+
+/// The gRPC status headers, named once rather than parsed at every lookup.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// `grpc-status` of `OUT_OF_RANGE` and of `RESOURCE_EXHAUSTED`.
 const OUT_OF_RANGE: &str = "11";
@@ -84,16 +88,16 @@ where
 /// Sets `grpc-status` to `RESOURCE_EXHAUSTED` if `headers` carry tonic's
 /// oversize-message `OUT_OF_RANGE`.
 fn rewrite(headers: &mut HeaderMap) {
-    let Some(status) = headers.get("grpc-status") else {
+    let Some(status) = headers.get(GRPC_STATUS) else {
         return;
     };
     let too_large = status == OUT_OF_RANGE
         && headers
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .and_then(|message| message.to_str().ok())
             .is_some_and(|message| message.starts_with(TOO_LARGE));
     if too_large {
-        headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
+        headers.insert(GRPC_STATUS, HeaderValue::from_static(RESOURCE_EXHAUSTED));
     }
 }
 

@@ -21,6 +21,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::conn::ConnInfo;
+use crate::message_limit::GRPC_STATUS;
 use crate::metrics::{MethodLabels, RpcLabels};
 
 /// The request header in which a trusted TLS-terminating proxy passes the
@@ -323,6 +324,6 @@ fn record_metrics(method: &str, code: Code, seconds: f64) {
 }
 
 fn grpc_code(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(GRPC_STATUS)?.to_str().ok()?;
     Some(Code::from_i32(value.parse().ok()?))
 }
