@@ -84,11 +84,70 @@ impl Visit for PlainVisitor<'_> {
         }
         self.result = match name {
             "message" => write!(self.writer, "{:?}", Escaped::new(value, self.sanitize)),
-            name => {
-                let name = name.strip_prefix("r#").unwrap_or(name);
-                write!(self.writer, "{name}={value:?}")
-            }
+            name => self
+                .name(name)
+                .and_then(|()| write!(self.writer, "{value:?}")),
         };
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_integer(field, value.unsigned_abs(), value < 0);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_integer(field, value, false);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record_text(field, if value { "true" } else { "false" });
+    }
+}
+
+impl PlainVisitor<'_> {
+    /// Writes `name=`, without a raw identifier's `r#`.
+    fn name(&mut self, name: &str) -> fmt::Result {
+        self.writer
+            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_char('=')
+    }
+
+    /// Writes `name=text` for a value whose `Debug` is `text`; the message
+    /// and `log.` fields take the general path.
+    fn record_text(&mut self, field: &Field, text: &str) {
+        let name = field.name();
+        if name == "message" || name.starts_with("log.") {
+            self.record_debug(field, &format_args!("{text}"));
+            return;
+        }
+        if self.result.is_err() {
+            return;
+        }
+        self.pad();
+        if self.result.is_ok() {
+            self.result = self.name(name).and_then(|()| self.writer.write_str(text));
+        }
+    }
+
+    /// An integer in decimal, as its `Debug` writes it, without `core::fmt`.
+    fn record_integer(&mut self, field: &Field, magnitude: u64, negative: bool) {
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut rest = magnitude;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if negative {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        // Only ASCII digits and '-' were written.
+        let text = std::str::from_utf8(&digits[at..]).unwrap_or_default();
+        self.record_text(field, text);
     }
 }
 
@@ -259,6 +318,11 @@ mod tests {
                 method = %"/api.DiceService/RollDie",
                 code = 0,
                 duration_us = 76u64,
+                min = i64::MIN,
+                max = u64::MAX,
+                zero = 0u64,
+                negative = -42i64,
+                flag = false,
                 peer = %peer,
                 client.subject = Some("CN=a \"b\",O=dice fleet"),
                 client.via_proxy = Some(true),
@@ -278,6 +342,7 @@ mod tests {
             let lone = std::io::Error::other("plain");
             tracing::error!(error = &lone as &dyn std::error::Error);
             tracing::info!(answer = 42, "multi\nline");
+            tracing::info!(message = 7, log.target = "x", r#raw = true);
         });
         assert_eq!(plain, default);
         assert!(default.contains(" INFO "), "{default}");
