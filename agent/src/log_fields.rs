@@ -37,16 +37,6 @@ pub struct PlainVisitor<'a> {
     result: fmt::Result,
 }
 
-impl PlainVisitor<'_> {
-    fn pad(&mut self) {
-        if self.is_empty {
-            self.is_empty = false;
-        } else {
-            self.result = self.writer.write_char(' ');
-        }
-    }
-}
-
 impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
@@ -104,6 +94,15 @@ impl Visit for PlainVisitor<'_> {
 }
 
 impl PlainVisitor<'_> {
+    /// Separates this field from the one before, if any.
+    fn pad(&mut self) {
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.result = self.writer.write_char(' ');
+        }
+    }
+
     /// Writes `name=`, without a raw identifier's `r#`.
     fn name(&mut self, name: &str) -> fmt::Result {
         self.writer
