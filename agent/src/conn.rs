@@ -221,8 +221,12 @@ impl Conn {
             return false;
         }
         loop {
+            // Out of cooperative budget, the poll is refused before it
+            // registers the timer (tokio wakes the task to try again); only a
+            // poll made with budget left leaves the timer armed.
+            let had_budget = tokio::task::coop::has_budget_remaining();
             if self.idle.sleep.as_mut().poll(cx).is_pending() {
-                self.idle.armed = true;
+                self.idle.armed = had_budget;
                 return false;
             }
             let deadline = self.info.activity.idle_deadline(self.idle.limit);
@@ -315,5 +319,71 @@ impl AsyncWrite for Conn {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::{Semaphore, mpsc};
+
+    use super::*;
+
+    async fn idle_conn(idle: Duration) -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let info = ConnInfo {
+            listener: Arc::from("test"),
+            mode: "h2c",
+            peer,
+            peer_text: peer.to_string().into(),
+            client: None,
+            trusted_proxy: false,
+            denied: false,
+            activity: Activity::default(),
+        };
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a slot");
+        (Conn::plain(stream, info, idle, slot), client)
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_reads_as_closed_after_the_idle_timeout() {
+        let (mut conn, _client) = idle_conn(Duration::from_millis(100)).await;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte)).await;
+        assert_eq!(read.expect("closed within 5 s").expect("read"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_idle_timer_arms_even_if_first_polled_out_of_budget() {
+        let (mut conn, _client) = idle_conn(Duration::from_millis(100)).await;
+        // Spend the task's cooperative budget, then poll the connection once:
+        // that poll cannot register the idle timer.
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        for _ in 0..1000 {
+            sender.send(()).expect("send");
+        }
+        poll_fn(|cx| {
+            while tokio::task::coop::has_budget_remaining() {
+                let _ = receiver.poll_recv(cx);
+            }
+            let mut byte = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut byte);
+            assert!(Pin::new(&mut conn).poll_read(cx, &mut buf).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte)).await;
+        assert_eq!(read.expect("closed within 5 s").expect("read"), 0);
     }
 }
