@@ -851,39 +851,21 @@ async fn rapid_reset_on_the_h2c_and_mtls_ports() {
         let tcp = TcpStream::connect(agent.addr("h2c"))
             .await
             .expect("connect");
-        let (sent, ending) = rapid_reset(tcp, STREAMS).await;
-        stopped_after.push(sent);
-        if round == 0 {
-            eprintln!(
-                "rapid reset on h2c: {sent} of {STREAMS} streams opened and reset; GOAWAY {:?}, closed {}",
-                ending.goaway().map(code::name),
-                ending.closed
-            );
-        }
-        assert!(
-            ending.goaway() == Some(code::ENHANCE_YOUR_CALM) || ending.closed,
-            "the agent should stop a rapid-reset connection: sent {sent}, {}",
-            ending.describe()
-        );
+        stopped_after.push(assert_stopped(
+            "h2c",
+            rapid_reset(tcp, STREAMS).await,
+            round == 0,
+        ));
         let tls = pki
             .client_tls()
             .connect(agent.addr("mtls"))
             .await
             .expect("TLS");
-        let (sent, ending) = rapid_reset(tls, STREAMS).await;
-        stopped_after.push(sent);
-        if round == 0 {
-            eprintln!(
-                "rapid reset on mtls: {sent} of {STREAMS} streams opened and reset; GOAWAY {:?}, closed {}",
-                ending.goaway().map(code::name),
-                ending.closed
-            );
-        }
-        assert!(
-            ending.goaway() == Some(code::ENHANCE_YOUR_CALM) || ending.closed,
-            "the agent should stop a rapid-reset connection: sent {sent}, {}",
-            ending.describe()
-        );
+        stopped_after.push(assert_stopped(
+            "mtls",
+            rapid_reset(tls, STREAMS).await,
+            round == 0,
+        ));
         mtls_watch_client
             .roll()
             .await
@@ -896,6 +878,25 @@ async fn rapid_reset_on_the_h2c_and_mtls_ports() {
         stopped_after.iter().max().unwrap_or(&0)
     );
     watch.finish("HTTP/2 rapid reset (CVE-2023-44487)").await;
+}
+
+/// Asserts that the agent stopped a rapid-reset connection on `port` (GOAWAY
+/// ENHANCE_YOUR_CALM or a close), printing what happened when `report`; returns
+/// how many streams were sent before it did.
+fn assert_stopped(port: &str, (sent, ending): (u32, Ending), report: bool) -> u32 {
+    if report {
+        eprintln!(
+            "rapid reset on {port}: {sent} streams opened and reset; GOAWAY {:?}, closed {}",
+            ending.goaway().map(code::name),
+            ending.closed
+        );
+    }
+    assert!(
+        ending.goaway() == Some(code::ENHANCE_YOUR_CALM) || ending.closed,
+        "the agent should stop a rapid-reset connection on {port}: sent {sent}, {}",
+        ending.describe()
+    );
+    sent
 }
 
 /// A RollDieRequest of exactly `len` bytes: one unknown length-delimited
