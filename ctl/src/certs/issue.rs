@@ -195,6 +195,16 @@ mod tests {
     use super::*;
     use crate::certs::{InitOptions, init, keys};
 
+    /// The certificate's extended key usages `(serverAuth, clientAuth)`.
+    fn auth_usages(x509: &X509Certificate) -> (bool, bool) {
+        let eku = x509
+            .extended_key_usage()
+            .expect("eku")
+            .expect("present")
+            .value;
+        (eku.server_auth, eku.client_auth)
+    }
+
     fn pki() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_dir = dir.path().join("ca");
@@ -250,12 +260,7 @@ mod tests {
         let chain = load_certs(&out.join("node-1.pem")).expect("cert");
         assert_eq!(chain.len(), 1, "a root CA adds no intermediate");
         let (_, x509) = X509Certificate::from_der(chain[0].as_ref()).expect("x509");
-        let eku = x509
-            .extended_key_usage()
-            .expect("eku")
-            .expect("present")
-            .value;
-        assert!(eku.server_auth && !eku.client_auth);
+        assert_eq!(auth_usages(&x509), (true, false));
         let key = keys::key_pair(&load_key(&out.join("node-1-key.pem")).expect("key")).expect("kp");
         assert!(keys::matches(&key, x509.public_key()));
 
@@ -264,12 +269,7 @@ mod tests {
         assert_eq!(report.issued.summary.sans, ["DNS:ops"]);
         let chain = load_certs(&out.join("ops.pem")).expect("cert");
         let (_, x509) = X509Certificate::from_der(chain[0].as_ref()).expect("x509");
-        let eku = x509
-            .extended_key_usage()
-            .expect("eku")
-            .expect("present")
-            .value;
-        assert!(eku.client_auth && !eku.server_auth);
+        assert_eq!(auth_usages(&x509), (false, true));
 
         let again = issue(&client, OffsetDateTime::now_utc()).expect_err("exists");
         assert!(
