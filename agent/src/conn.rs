@@ -1,5 +1,6 @@
 //! An accepted connection, plaintext or TLS, with what the agent knows about
-//! its peer. tonic puts an `Arc<ConnInfo>` into every request's extensions.
+//! its peer. [`crate::http2`] puts an `Arc<ConnInfo>` into every request's
+//! extensions.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::Connected;
 use tracing::debug;
 
 /// What the agent knows about a connection's peer. Shared, as one `Arc`,
@@ -211,6 +211,11 @@ impl Conn {
         }
     }
 
+    /// What is known about the connection's peer.
+    pub fn info(&self) -> Arc<ConnInfo> {
+        self.info.clone()
+    }
+
     /// Whether the connection has been idle for the limit. Re-arms the timer
     /// otherwise, so the task wakes when it next could be.
     fn poll_idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -247,14 +252,6 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.open.dec();
-    }
-}
-
-impl Connected for Conn {
-    type ConnectInfo = Arc<ConnInfo>;
-
-    fn connect_info(&self) -> Arc<ConnInfo> {
-        self.info.clone()
     }
 }
 

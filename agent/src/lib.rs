@@ -8,10 +8,13 @@
 //!   [`expiry`]: warns while a served certificate is close to expiring.
 //! - [`listener`]: one accept loop per listener, TLS handshakes in their own tasks.
 //! - [`conn`]: an accepted connection and what is known about its peer.
-//! - [`server`]: the tonic server over all listeners, with graceful shutdown.
-//! - [`service`], [`info`]: the gRPC services; [`rpc_log`]: one log line per RPC;
-//!   [`authz`]: per-listener allow lists of client identities; [`message_limit`]:
-//!   `RESOURCE_EXHAUSTED` for requests over `limits.max_message_bytes`.
+//! - [`server`]: the gRPC services over all listeners, with graceful shutdown;
+//!   [`http2`]: hyper's HTTP/2 server on each accepted connection.
+//! - [`service`], [`info`]: the gRPC services, [`routes`]: which serves a
+//!   request; [`rpc_log`]: one log line per RPC; [`authz`]: per-listener
+//!   allow lists of client identities; [`message_limit`]: `RESOURCE_EXHAUSTED`
+//!   for requests over `limits.max_message_bytes`; [`request_timeout`]:
+//!   `limits.request_timeout` and the client's deadline.
 //! - [`rlimit`]: the open-files limit, raised at startup; [`check`]: `--check`; [`ready`]: the ready file and [`systemd`] readiness; [`shutdown`]: stop signals;
 //!   [`logging`]: the tracing subscriber, writing through [`log_writer`]; [`metrics`]: Prometheus metrics and `/metrics`.
 
@@ -21,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod expiry;
+pub mod http2;
 pub mod info;
 pub mod listener;
 pub mod log_fields;
@@ -30,7 +34,9 @@ pub mod message_limit;
 pub mod metrics;
 pub mod ready;
 pub mod reload;
+pub mod request_timeout;
 pub mod rlimit;
+pub mod routes;
 pub mod rpc_log;
 pub mod server;
 pub mod service;

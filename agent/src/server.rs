@@ -10,11 +10,9 @@ use dice_proto::api::dice_service_server::DiceServiceServer;
 use dice_proto::info::agent_info_service_server::AgentInfoServiceServer;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
 use tracing::{info, warn};
 
 use crate::Bound;
@@ -25,6 +23,8 @@ use crate::listener::accept_loop;
 use crate::message_limit::MessageLimitLayer;
 use crate::ready;
 use crate::reload::Reloader;
+use crate::request_timeout::RequestTimeoutLayer;
+use crate::routes::Dispatch;
 use crate::rpc_log::RpcLogLayer;
 use crate::service::Dice;
 use crate::shutdown::StopSignals;
@@ -77,26 +77,29 @@ pub async fn serve(
     drop(accepted);
     let reload_task = tokio::spawn(reloader.run(stop.clone()));
 
-    let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
-    let server = Server::builder()
-        .timeout(limits.request_timeout)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .max_concurrent_streams(u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX))
-        .layer(RpcLogLayer)
-        .layer(MessageLimitLayer)
-        .layer(AuthzLayer)
+    let mut others = tonic::service::Routes::builder();
+    others
         .add_service(health_service)
-        .add_service(
-            DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes),
-        )
         .add_service(
             AgentInfoServiceServer::new(Info::new(state))
                 .max_decoding_message_size(limits.max_message_bytes),
         )
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        .add_service(reflection_v1alpha);
+    let others = others.routes();
+    let dice = DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes);
+    let stack = ServiceBuilder::new()
+        .layer(RpcLogLayer)
+        .layer(MessageLimitLayer)
+        .layer(AuthzLayer)
+        .layer(RequestTimeoutLayer::new(limits.request_timeout))
+        .service(Dispatch::new(dice, others));
+    let server = crate::http2::serve(
+        incoming,
+        stack,
+        crate::http2::builder(&limits),
+        stop.clone(),
+    );
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {
@@ -110,8 +113,7 @@ pub async fn serve(
         ended = &mut server => {
             stop.cancel();
             return match ended {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the gRPC server stopped on its own")),
-                Ok(Err(error)) => Err(error).context("the gRPC server failed"),
+                Ok(()) => Err(anyhow::anyhow!("the gRPC server stopped on its own")),
                 Err(error) => Err(error).context("the gRPC server task failed"),
             };
         }
@@ -127,8 +129,7 @@ pub async fn serve(
     // The reloader only waits on timers and events; it stops at once.
     let _ = reload_task.await;
     match tokio::time::timeout(config.grace_period, &mut server).await {
-        Ok(Ok(Ok(()))) => info!("stopped"),
-        Ok(Ok(Err(error))) => return Err(error).context("the gRPC server failed while draining"),
+        Ok(Ok(())) => info!("stopped"),
         Ok(Err(error)) => return Err(error).context("the gRPC server task failed while draining"),
         Err(_) => {
             server.abort();

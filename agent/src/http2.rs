@@ -1,0 +1,128 @@
+//! Serves the gRPC stack on accepted connections with hyper's HTTP/2 server,
+//! one task per connection, and drains them on stop: each connection is told
+//! to finish (GOAWAY) and ends once its RPCs in flight have answered.
+//!
+//! tonic's own server would wrap every request in layers the agent does not
+//! use (HTTP/1 detection, a boxed service and future per request, a body
+//! re-boxed each way, its error recovery and timeout, which the agent does in
+//! [`crate::request_timeout`]); here the connection's requests go straight
+//! into the agent's stack.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+use tracing::debug;
+
+use crate::config::Limits;
+use crate::conn::{Conn, ConnInfo};
+
+/// HTTP/2 settings from the agent's limits.
+pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.keepalive_interval))
+        .keep_alive_timeout(limits.keepalive_timeout);
+    builder
+}
+
+/// Serves `stack` on every connection from `incoming` until `stop`, then
+/// drains: returns once every connection has ended.
+pub async fn serve<S, B>(
+    mut incoming: mpsc::Receiver<Conn>,
+    stack: S,
+    builder: http2::Builder<TokioExecutor>,
+    stop: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<tower::BoxError>,
+{
+    let connections = TaskTracker::new();
+    loop {
+        let conn = tokio::select! {
+            conn = incoming.recv() => conn,
+            () = stop.cancelled() => None,
+        };
+        let Some(conn) = conn else { break };
+        connections.spawn(serve_connection(
+            conn,
+            stack.clone(),
+            builder.clone(),
+            stop.clone(),
+        ));
+    }
+    // Connections accepted but not yet served are closed.
+    drop(incoming);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection<S, B>(
+    conn: Conn,
+    stack: S,
+    builder: http2::Builder<TokioExecutor>,
+    stop: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<tower::BoxError>,
+{
+    let info = conn.info();
+    let service = ConnService {
+        stack,
+        info: info.clone(),
+    };
+    let connection = builder.serve_connection(TokioIo::new(conn), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        biased;
+        ended = connection.as_mut() => ended,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        debug!(peer = %info.peer, listener = %info.listener, %error, "connection ended with an error");
+    }
+}
+
+/// One connection's door into the stack: every request carries the
+/// connection's [`ConnInfo`].
+#[derive(Clone)]
+struct ConnService<S> {
+    stack: S,
+    info: Arc<ConnInfo>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> S::Future {
+        request.extensions_mut().insert(self.info.clone());
+        // The stack is always ready (its layers pass readiness through and
+        // `routes::Dispatch` is always ready), so it is called without
+        // waiting for `poll_ready`.
+        self.stack.clone().call(request)
+    }
+}
