@@ -11,7 +11,7 @@
 //! - [`server`]: the gRPC services over all listeners, with graceful shutdown;
 //!   [`http2`]: hyper's HTTP/2 server on each accepted connection.
 //! - [`service`], [`info`]: the gRPC services, [`routes`]: which serves a
-//!   request; [`rpc_log`]: one log line per RPC; [`authz`]: per-listener
+//!   request; [`rpc_log`]: one log line per RPC, written by [`rpc_line`]; [`authz`]: per-listener
 //!   allow lists of client identities; [`message_limit`]: `RESOURCE_EXHAUSTED`
 //!   for requests over `limits.max_message_bytes`; [`request_timeout`]:
 //!   `limits.request_timeout` and the client's deadline.
@@ -37,6 +37,7 @@ pub mod reload;
 pub mod request_timeout;
 pub mod rlimit;
 pub mod routes;
+pub mod rpc_line;
 pub mod rpc_log;
 pub mod server;
 pub mod service;

@@ -26,9 +26,13 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(Timestamp)
-        .with_writer(writer);
+        .with_writer(writer.clone());
+    let terminal = std::io::stderr().is_terminal();
+    if !terminal || format == LogFormat::Json {
+        crate::rpc_line::install(writer, format);
+    }
     match format {
-        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
+        LogFormat::Text if terminal => builder.with_ansi(true).init(),
         LogFormat::Text => builder
             .with_ansi(false)
             .fmt_fields(crate::log_fields::PlainFields)

@@ -23,6 +23,7 @@ use tower::{Layer, Service};
 use crate::conn::ConnInfo;
 use crate::message_limit::GRPC_STATUS;
 use crate::metrics::{MethodLabels, RpcLabels};
+use crate::rpc_line::{RpcLine, code_name};
 
 /// The request header in which a trusted TLS-terminating proxy passes the
 /// verified client certificate's subject (nginx: `$ssl_client_s_dn`).
@@ -215,49 +216,23 @@ impl Drop for RpcRecord {
         let conn = self.conn.as_ref();
         let client = conn.and_then(|c| c.client.as_deref());
         let proxy_client = self.proxy_client.as_ref().and_then(|v| v.to_str().ok());
-        let subject = client.map(|c| c.subject.as_str()).or(proxy_client);
         let authority = match &self.authority {
             Some(authority) => authority.as_str(),
             None => text(self.host.as_ref()),
         };
-        tracing::info!(
-            target: "dice_agent::rpc",
-            method = %method,
-            code = code as i32,
-            status = %code_name(code),
+        RpcLine {
+            method,
+            code,
             duration_us,
-            authority = %authority,
-            peer = conn.map(|c| tracing::field::display(&c.peer_text)),
-            user_agent = %text(self.user_agent.as_ref()),
-            listener = %conn.map_or("", |c| &*c.listener),
-            client.subject = subject,
-            client.via_proxy = proxy_client.is_some().then_some(true),
-            client.sans = client.map(|c| c.sans.join(",")),
-            "rpc"
-        );
-    }
-}
-
-/// A gRPC code's name as `{code:?}` writes it (`Ok`, `NotFound`, ...), without formatting.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
+            authority,
+            peer: conn.map(|c| &*c.peer_text),
+            user_agent: text(self.user_agent.as_ref()),
+            listener: conn.map_or("", |c| &*c.listener),
+            client_subject: client.map(|c| c.subject.as_str()).or(proxy_client),
+            via_proxy: proxy_client.is_some(),
+            client_sans: client.map(|c| c.sans.as_slice()),
+        }
+        .log();
     }
 }
 

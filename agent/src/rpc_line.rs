@@ -1,0 +1,391 @@
+//! The log line [`crate::rpc_log`] writes for every RPC. Off a terminal it is
+//! formatted here, straight into the log writer, exactly as tracing-subscriber
+//! formats the same event in the agent's text or JSON format (the tests
+//! compare the bytes): tracing's per-event work (dispatch, a visitor call and
+//! `core::fmt` for each of a dozen fields) cost more than everything else the
+//! agent adds to an RPC. On a terminal, with colour, the line is an ordinary
+//! tracing event. Either way `RUST_LOG` and `log.level` decide whether it is
+//! written, as for any event of target `dice_agent::rpc`.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+
+use tonic::Code;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+use crate::config::LogFormat;
+use crate::log_writer::NonBlocking;
+use crate::logging::Timestamp;
+
+/// The target of the RPC log lines, for filters such as `RUST_LOG`.
+pub const TARGET: &str = "dice_agent::rpc";
+
+/// One RPC's log line.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcLine<'a> {
+    /// The request path, `/package.Service/Method`.
+    pub method: &'a str,
+    /// The RPC's gRPC status.
+    pub code: Code,
+    /// From the request's arrival to the end of the response.
+    pub duration_us: u64,
+    /// The `:authority` (or `Host`) the client asked for.
+    pub authority: &'a str,
+    /// The peer's address, when the connection is known.
+    pub peer: Option<&'a str>,
+    /// The client's `user-agent`.
+    pub user_agent: &'a str,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The client certificate's subject, or the trusted proxy's header.
+    pub client_subject: Option<&'a str>,
+    /// Whether `client_subject` came from a trusted proxy's header.
+    pub via_proxy: bool,
+    /// The client certificate's subject alternative names.
+    pub client_sans: Option<&'a [String]>,
+}
+
+/// Where lines go when they bypass tracing, set once by [`install`].
+struct Sink {
+    writer: NonBlocking,
+    json: bool,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+thread_local! {
+    /// This thread's line buffer, reused.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Sends RPC lines straight to `writer` in `format` rather than through
+/// tracing. The log setup calls it when the log is not a terminal.
+pub fn install(writer: NonBlocking, format: LogFormat) {
+    let json = matches!(format, LogFormat::Json);
+    let _ = SINK.set(Sink { writer, json });
+}
+
+impl RpcLine<'_> {
+    /// Writes the line, if `dice_agent::rpc` is enabled at `INFO`.
+    pub fn log(&self) {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let Some(sink) = SINK.get() else {
+            return self.log_with_tracing();
+        };
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if sink.json {
+                self.write_json(line);
+            } else {
+                self.write_text(line);
+            }
+            // Nowhere to report a failed write to the log; the line is dropped.
+            let _ = sink.writer.make_writer().write_all(line.as_bytes());
+        });
+    }
+
+    /// The same line as an ordinary tracing event.
+    pub fn log_with_tracing(&self) {
+        tracing::info!(
+            target: TARGET,
+            method = %self.method,
+            code = self.code as i32,
+            status = %code_name(self.code),
+            duration_us = self.duration_us,
+            authority = %self.authority,
+            peer = self.peer.map(tracing::field::display),
+            user_agent = %self.user_agent,
+            listener = %self.listener,
+            client.subject = self.client_subject,
+            client.via_proxy = self.via_proxy.then_some(true),
+            client.sans = self.client_sans.map(|sans| sans.join(",")),
+            "rpc"
+        );
+    }
+
+    /// tracing-subscriber's full text format, no colour, with
+    /// [`crate::log_fields::PlainFields`]: Display fields bare, strings quoted.
+    fn write_text(&self, line: &mut String) {
+        timestamp(line);
+        line.push_str("  INFO dice_agent::rpc: rpc method=");
+        line.push_str(self.method);
+        line.push_str(" code=");
+        push_number(line, self.code as u64);
+        line.push_str(" status=");
+        line.push_str(code_name(self.code));
+        line.push_str(" duration_us=");
+        push_number(line, self.duration_us);
+        line.push_str(" authority=");
+        line.push_str(self.authority);
+        if let Some(peer) = self.peer {
+            line.push_str(" peer=");
+            line.push_str(peer);
+        }
+        line.push_str(" user_agent=");
+        line.push_str(self.user_agent);
+        line.push_str(" listener=");
+        line.push_str(self.listener);
+        if let Some(subject) = self.client_subject {
+            let _ = write!(line, " client.subject={subject:?}");
+        }
+        if self.via_proxy {
+            line.push_str(" client.via_proxy=true");
+        }
+        if let Some(sans) = self.client_sans {
+            let _ = write!(line, " client.sans={:?}", sans.join(","));
+        }
+        line.push('\n');
+    }
+
+    /// tracing-subscriber's JSON format as the agent sets it up: flattened
+    /// fields in the order logged, then the target.
+    fn write_json(&self, line: &mut String) {
+        line.push_str("{\"timestamp\":\"");
+        timestamp(line);
+        line.push_str("\",\"level\":\"INFO\",\"message\":\"rpc\",\"method\":");
+        push_json_string(line, self.method);
+        line.push_str(",\"code\":");
+        push_number(line, self.code as u64);
+        line.push_str(",\"status\":\"");
+        line.push_str(code_name(self.code));
+        line.push_str("\",\"duration_us\":");
+        push_number(line, self.duration_us);
+        line.push_str(",\"authority\":");
+        push_json_string(line, self.authority);
+        if let Some(peer) = self.peer {
+            line.push_str(",\"peer\":");
+            push_json_string(line, peer);
+        }
+        line.push_str(",\"user_agent\":");
+        push_json_string(line, self.user_agent);
+        line.push_str(",\"listener\":");
+        push_json_string(line, self.listener);
+        if let Some(subject) = self.client_subject {
+            line.push_str(",\"client.subject\":");
+            push_json_string(line, subject);
+        }
+        if self.via_proxy {
+            line.push_str(",\"client.via_proxy\":true");
+        }
+        if let Some(sans) = self.client_sans {
+            line.push_str(",\"client.sans\":");
+            push_json_string(line, &sans.join(","));
+        }
+        line.push_str(",\"target\":\"dice_agent::rpc\"}\n");
+    }
+}
+
+fn timestamp(line: &mut String) {
+    let _ = Timestamp.format_time(&mut Writer::new(line));
+}
+
+/// Writes `n` in decimal without `core::fmt`.
+fn push_number(line: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit: n % 10 < 10.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        line.push(char::from(digit));
+    }
+}
+
+/// Writes `text` as a JSON string, escaped as serde_json escapes it: `"`,
+/// `\` and control characters, the common ones by their short escapes.
+fn push_json_string(line: &mut String, text: &str) {
+    line.push('"');
+    let mut plain = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        line.push_str(&text[plain..at]);
+        plain = at + 1;
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escape);
+        }
+    }
+    line.push_str(&text[plain..]);
+    line.push('"');
+}
+
+/// A gRPC code's name as `{code:?}` writes it (`Ok`, `NotFound`, ...), without formatting.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what a test subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What tracing-subscriber writes for `line`, set up as `logging::init`
+    /// sets it up off a terminal.
+    fn through_tracing(line: &RpcLine<'_>, json: bool) -> String {
+        let captured = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_timer(Timestamp)
+            .with_writer(captured.clone());
+        let dispatch: tracing::Dispatch = if json {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .into()
+        } else {
+            builder
+                .with_ansi(false)
+                .fmt_fields(crate::log_fields::PlainFields)
+                .into()
+        };
+        tracing::dispatcher::with_default(&dispatch, || line.log_with_tracing());
+        let bytes = captured.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    fn direct(line: &RpcLine<'_>, json: bool) -> String {
+        let mut text = String::new();
+        if json {
+            line.write_json(&mut text);
+        } else {
+            line.write_text(&mut text);
+        }
+        text
+    }
+
+    /// The line without its timestamp, which differs between two calls.
+    fn untimed(line: &str) -> String {
+        let at = line.find('Z').expect("a timestamp");
+        assert_eq!(line.as_bytes()[at - 7], b'.', "{line}");
+        format!("{}{}", &line[..at - 26], &line[at + 1..])
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_tracing_subscribers() {
+        let sans = [
+            "DNS:web-1.fleet.example".to_owned(),
+            "URI:spiffe://dice/ns/\"prod\"/sa/web\\1".to_owned(),
+            "IP:127.0.0.1".to_owned(),
+        ];
+        let h2c = RpcLine {
+            method: "/api.DiceService/RollDie",
+            code: Code::Ok,
+            duration_us: 1234,
+            authority: "127.0.0.1:50051",
+            peer: Some("127.0.0.1:40000"),
+            user_agent: "grpc-python/1.70.0 grpc-c/45.0.0 (linux; chttp2)",
+            listener: "public",
+            client_subject: None,
+            via_proxy: false,
+            client_sans: None,
+        };
+        let mtls = RpcLine {
+            code: Code::PermissionDenied,
+            duration_us: 0,
+            client_subject: Some("CN=web-1, O=Dice \"Fleet\"\tunit\u{7}\n, L=Zürich"),
+            client_sans: Some(&sans),
+            ..h2c
+        };
+        let proxied = RpcLine {
+            code: Code::Cancelled,
+            duration_us: u64::MAX,
+            peer: None,
+            user_agent: "",
+            authority: "",
+            client_subject: Some("CN=nginx-client"),
+            via_proxy: true,
+            ..h2c
+        };
+        let odd = RpcLine {
+            method: "/grpc.health.v1.Health/Check",
+            code: Code::Unauthenticated,
+            authority: "dice.invalid",
+            listener: "back\\end \"1\"",
+            client_sans: Some(&[]),
+            ..h2c
+        };
+        for line in [h2c, mtls, proxied, odd] {
+            for json in [false, true] {
+                let theirs = through_tracing(&line, json);
+                let ours = direct(&line, json);
+                assert_eq!(untimed(&ours), untimed(&theirs), "json: {json}");
+                assert_eq!(ours.len(), theirs.len(), "{ours}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_and_json_escapes() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut text = String::new();
+            push_number(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
+        let mut text = String::new();
+        push_json_string(&mut text, "a\"b\\c\nd\u{1}e\u{1f}f\u{7f}\u{fc}");
+        assert_eq!(text, "\"a\\\"b\\\\c\\nd\\u0001e\\u001ff\u{7f}\u{fc}\"");
+    }
+}
