@@ -7,7 +7,7 @@
 # connections and start-to-ready time. It prints the tables and rewrites the
 # "## Performance suite" section of BENCHMARKS.md. A few minutes on 2 cores.
 #
-# DICE_BENCH_RUNS=N (default 3), DICE_BENCH_SECS=S per cell (default 3),
+# DICE_BENCH_RUNS=N (default 5), DICE_BENCH_SECS=S per cell (default 3),
 # DICE_BENCH_IDLE=N idle connections (default 10000), DICE_BENCH_WRITE=0 to
 # leave BENCHMARKS.md alone. Needs nginx and openssl (apt-get install nginx).
 set -euo pipefail

@@ -2,8 +2,9 @@
 //! writes exactly what tracing-subscriber's default one writes without
 //! colour (`name=value`, separated by spaces, the message bare, control
 //! characters in the message escaped), minus the colour machinery, which the
-//! default runs for every field even when colour is off. Every RPC's log line
-//! has a dozen fields, so that was a measurable share of the agent's CPU.
+//! default runs for every field even when colour is off. The RPC lines,
+//! which are most of the log, are written by [`crate::rpc_line`] in this
+//! same format without going through tracing.
 
 use std::fmt::{self, Write as _};
 

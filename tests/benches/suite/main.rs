@@ -13,7 +13,7 @@
 //! right beside it. It prints the tables and rewrites the `## Performance
 //! suite` section of BENCHMARKS.md.
 //!
-//! `DICE_BENCH_RUNS` (default 3), `DICE_BENCH_SECS` (seconds per cell,
+//! `DICE_BENCH_RUNS` (default 5), `DICE_BENCH_SECS` (seconds per cell,
 //! default 3), `DICE_BENCH_IDLE` (idle connections, default 10000),
 //! `DICE_BENCH_WRITE=0` (do not touch BENCHMARKS.md).
 //!
@@ -222,7 +222,7 @@ fn load_average() -> String {
 }
 
 fn main() {
-    let runs = env_number("DICE_BENCH_RUNS", 3) as usize;
+    let runs = env_number("DICE_BENCH_RUNS", 5) as usize;
     let duration = Duration::from_secs(env_number("DICE_BENCH_SECS", 3));
     let warmup = Duration::from_millis(500);
     let idle_count = env_number("DICE_BENCH_IDLE", 10_000) as usize;
