@@ -1,8 +1,9 @@
 //! `limits.request_timeout`: an RPC that has not answered within the limit,
 //! or within the client's own deadline (`grpc-timeout`) if that is shorter,
 //! fails with `CANCELLED` ("Timeout expired"), as tonic's server timeout
-//! does. The timer is only registered if the RPC does not answer on its
-//! first poll, so a quick RPC never touches the runtime's timer wheel.
+//! does. The timer is only made if the RPC does not answer on its first
+//! poll, so a quick RPC never touches the runtime's timer: making one reads
+//! the clock and takes a reference to the runtime, shared by every worker.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -65,19 +66,21 @@ where
         };
         RequestTimeoutFuture {
             inner: self.inner.call(request),
-            sleep: tokio::time::sleep(limit),
+            limit,
+            sleep: None,
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// The response of [`RequestTimeout`]: the inner service's, or
-    /// `CANCELLED` once the time is up.
+    /// `CANCELLED` once the time is up, counted from the first poll.
     pub struct RequestTimeoutFuture<F> {
         #[pin]
         inner: F,
+        limit: Duration,
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
     }
 }
 
@@ -88,11 +91,16 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let ready @ Poll::Ready(_) = this.inner.poll(cx) {
             return ready;
         }
-        std::task::ready!(this.sleep.poll(cx));
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            std::task::ready!(sleep.poll(cx));
+        }
         Poll::Ready(Ok(tonic::Status::cancelled("Timeout expired").into_http()))
     }
 }
