@@ -75,9 +75,24 @@ impl FormatTime for Timestamp {
                 *second = secs;
             }
             w.write_str(text)?;
-            write!(w, ".{:06}Z", since.subsec_micros())
+            let fraction = fraction(since.subsec_micros());
+            // ASCII digits and punctuation: always UTF-8.
+            w.write_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"))
         })
     }
+}
+
+/// `.uuuuuuZ`: the microseconds (below 1,000,000), six digits, and the zone,
+/// written without `core::fmt` (it is part of every log line).
+fn fraction(micros: u32) -> [u8; 8] {
+    let mut text = *b".000000Z";
+    let mut rest = micros;
+    for digit in text[1..7].iter_mut().rev() {
+        // A digit: rest % 10 < 10.
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    text
 }
 
 #[cfg(test)]
@@ -90,6 +105,13 @@ mod tests {
             .format_time(&mut Writer::new(&mut text))
             .expect("format");
         text
+    }
+
+    #[test]
+    fn fractions_have_six_digits() {
+        for micros in [0, 7, 42, 999, 123_456, 999_999] {
+            assert_eq!(fraction(micros), format!(".{micros:06}Z").as_bytes());
+        }
     }
 
     #[test]

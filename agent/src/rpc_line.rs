@@ -198,9 +198,8 @@ fn push_number(line: &mut String, mut n: u64) {
             break;
         }
     }
-    for &digit in &digits[at..] {
-        line.push(char::from(digit));
-    }
+    // ASCII digits: always UTF-8.
+    line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
 }
 
 /// Writes `text` as a JSON string, escaped as serde_json escapes it: `"`,
