@@ -788,6 +788,29 @@ async fn rapid_reset<S>(io: S, streams: u32) -> (u32, Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    stream_flood(io, streams, |id| rst_stream(id, code::CANCEL)).await
+}
+
+/// The "MadeYouReset" pattern (CVE-2025-8671): open a stream, then send a
+/// frame that makes the server reset it (here a WINDOW_UPDATE that overflows
+/// the stream's send window, a stream error), `streams` times.
+async fn made_you_reset<S>(io: S, streams: u32) -> (u32, Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    stream_flood(io, streams, |id| {
+        frame(kind::WINDOW_UPDATE, 0, id, &0x7fff_ffff_u32.to_be_bytes())
+    })
+    .await
+}
+
+/// Opens `streams` streams on one connection, each RollDie's HEADERS followed
+/// at once by `then(stream id)`, as fast as the connection takes them.
+/// Returns how many were written and how the agent ended the connection.
+async fn stream_flood<S>(io: S, streams: u32, then: fn(u32) -> Vec<u8>) -> (u32, Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut reader, mut writer) = tokio::io::split(io);
     let writing = tokio::spawn(async move {
         let request = grpc_request(ROLL_DIE);
@@ -799,7 +822,7 @@ where
         for n in 0..streams {
             let id = 2 * n + 1;
             batch.extend(frame(kind::HEADERS, flag::END_HEADERS, id, &request));
-            batch.extend(rst_stream(id, code::CANCEL));
+            batch.extend(then(id));
             if batch.len() > 32 * 1024 || n + 1 == streams {
                 if writer.write_all(&batch).await.is_err() {
                     return sent;
@@ -878,6 +901,46 @@ async fn rapid_reset_on_the_h2c_and_mtls_ports() {
         stopped_after.iter().max().unwrap_or(&0)
     );
     watch.finish("HTTP/2 rapid reset (CVE-2023-44487)").await;
+}
+
+#[tokio::test]
+async fn made_you_reset_on_the_h2c_and_mtls_ports() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&hostile(&pki));
+    let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
+
+    // hyper stops a connection after 1,024 streams it had to reset itself
+    // (resets still queued when it gives up are never sent).
+    const STREAMS: u32 = 5_000;
+    let tcp = TcpStream::connect(agent.addr("h2c"))
+        .await
+        .expect("connect");
+    let (sent, ending) = made_you_reset(tcp, STREAMS).await;
+    let tls = pki
+        .client_tls()
+        .connect(agent.addr("mtls"))
+        .await
+        .expect("TLS");
+    let (tls_sent, tls_ending) = made_you_reset(tls, STREAMS).await;
+    for (port, sent, ending) in [("h2c", sent, ending), ("mtls", tls_sent, tls_ending)] {
+        let resets = ending.resets().len();
+        eprintln!(
+            "made-you-reset on {port}: {sent} streams sent, {resets} reset by the agent; GOAWAY {:?}",
+            ending.goaway().map(code::name)
+        );
+        assert_eq!(
+            ending.goaway(),
+            Some(code::ENHANCE_YOUR_CALM),
+            "the agent should stop a connection that makes it reset stream after stream on {port}: {}",
+            ending.describe()
+        );
+        assert!(
+            resets <= 1_100,
+            "the agent reset {resets} streams before stopping the connection on {port}"
+        );
+    }
+    watch.finish("HTTP/2 made-you-reset (CVE-2025-8671)").await;
 }
 
 /// Asserts that the agent stopped a rapid-reset connection on `port` (GOAWAY
