@@ -43,6 +43,8 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod systemd;
+#[cfg(test)]
+mod test_capture;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -246,33 +246,8 @@ impl fmt::Write for EscapingWriter<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("capture").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
+    use crate::test_capture::Capture;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);
@@ -306,8 +281,7 @@ mod tests {
             .with_writer(plain.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, &log);
-        let text = |c: &Capture| String::from_utf8(c.0.lock().expect("capture").clone());
-        (text(&default).expect("utf-8"), text(&plain).expect("utf-8"))
+        (default.text(), plain.text())
     }
 
     #[test]

@@ -230,26 +230,7 @@ impl<'a> MakeWriter<'a> for NonBlocking {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("sink").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().expect("sink").clone()).expect("utf-8")
-        }
-    }
+    use crate::test_capture::Capture as Sink;
 
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {

@@ -256,35 +256,13 @@ pub fn code_name(code: Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// Collects what a test subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
+    use crate::test_capture::Capture;
 
     /// What tracing-subscriber writes for `line`, set up as `logging::init`
     /// sets it up off a terminal.
     fn through_tracing(line: &RpcLine<'_>, json: bool) -> String {
-        let captured = Captured::default();
+        let captured = Capture::default();
         let builder = tracing_subscriber::fmt()
             .with_timer(Timestamp)
             .with_writer(captured.clone());
@@ -301,8 +279,7 @@ mod tests {
                 .into()
         };
         tracing::dispatcher::with_default(&dispatch, || line.log_with_tracing());
-        let bytes = captured.0.lock().expect("lock").clone();
-        String::from_utf8(bytes).expect("UTF-8")
+        captured.text()
     }
 
     fn direct(line: &RpcLine<'_>, json: bool) -> String {
