@@ -131,24 +131,31 @@ impl PlainVisitor<'_> {
     /// An integer in decimal, as its `Debug` writes it, without `core::fmt`.
     fn record_integer(&mut self, field: &Field, magnitude: u64, negative: bool) {
         let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        let mut rest = magnitude;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        if negative {
-            at -= 1;
-            digits[at] = b'-';
-        }
-        // Only ASCII digits and '-' were written.
-        let text = std::str::from_utf8(&digits[at..]).unwrap_or_default();
+        let text = decimal(&mut digits, magnitude, negative);
         self.record_text(field, text);
     }
+}
+
+/// `magnitude` in decimal, `-` first if `negative`, written into `digits`
+/// without `core::fmt` (log lines are full of numbers).
+pub fn decimal(digits: &mut [u8; 21], magnitude: u64, negative: bool) -> &str {
+    let mut at = digits.len();
+    let mut rest = magnitude;
+    loop {
+        at -= 1;
+        // A digit: rest % 10 < 10.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    // Only ASCII digits and '-' were written.
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
 }
 
 impl VisitOutput<fmt::Result> for PlainVisitor<'_> {

@@ -18,6 +18,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
 use crate::config::LogFormat;
+use crate::log_fields::decimal;
 use crate::log_writer::NonBlocking;
 use crate::logging::Timestamp;
 
@@ -186,20 +187,8 @@ fn timestamp(line: &mut String) {
 }
 
 /// Writes `n` in decimal without `core::fmt`.
-fn push_number(line: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // A digit: n % 10 < 10.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits: always UTF-8.
-    line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+fn push_number(line: &mut String, n: u64) {
+    line.push_str(decimal(&mut [0; 21], n, false));
 }
 
 /// Writes `text` as a JSON string, escaped as serde_json escapes it: `"`,
