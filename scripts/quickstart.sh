@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/system-packages.sh
+. scripts/system-packages.sh
+command -v cargo >/dev/null 2>&1 || {
+    echo "quickstart: cargo not found: install the Rust toolchain with rustup, then run this again" >&2
+    exit 1
+}
+# ring's build compiles C.
+need_packages quickstart cc=gcc
+
 cargo build --workspace --bins --locked
 bin=target/debug
 if [ ! -f certs/dev/ca.pem ]; then

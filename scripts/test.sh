@@ -5,16 +5,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need() {
-    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || {
-        echo "test.sh: $1 not found: $2" >&2
+# shellcheck source=scripts/system-packages.sh
+. scripts/system-packages.sh
+command -v cargo >/dev/null 2>&1 || {
+    echo "test.sh: cargo not found: install the Rust toolchain with rustup, then run this again" >&2
+    exit 1
+}
+# What the tests run besides the workspace's own binaries: a C compiler for
+# ring's build, openssl (RSA and SEC1 keys), the real nginx, headless Chromium
+# (the Django page), python3 with venv (grpcio and Django in .venv),
+# systemd-analyze (the unit file check) and git (the version string).
+need_packages test.sh cc=gcc openssl=openssl nginx=nginx chromium=chromium \
+    python3=python3 py:ensurepip,venv=python3-venv systemd-analyze=systemd git=git
+for component in rustfmt clippy; do
+    cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
+        rustup component add "$component" >/dev/null 2>&1 || {
+        echo "test.sh: cargo ${component/rustfmt/fmt} is missing: rustup component add $component" >&2
         exit 1
     }
-}
-need cargo "install Rust with rustup"
-need openssl "apt-get install openssl (the tests make RSA and SEC1 keys with it)"
-need nginx "apt-get install nginx chromium (the compatibility tests run the real nginx)"
-need chromium "apt-get install nginx chromium (the Django test loads its page in headless Chromium)"
+done
 
 # The Python client's tests and the Django example's run in .venv (grpcio, Django).
 ./scripts/setup-test-env.sh
