@@ -41,8 +41,9 @@ pub use init::{
 pub use keys::KeyType;
 pub use san::{San, SanParseError};
 
+use self::args::CertsCommand;
 use crate::Outcome;
-use crate::cli::{CertsCommand, GlobalArgs, OutputFormat};
+use crate::args::{GlobalArgs, OutputFormat};
 
 /// What went wrong making or reading certificates. Every case means nothing
 /// was written (or, for `inspect`, nothing was reported): exit status 2.

@@ -22,7 +22,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::{GlobalArgs, HealthArgs, OutputFormat};
+use crate::args::{GlobalArgs, OutputFormat};
+use crate::cli::HealthArgs;
 use crate::client::{self, NodeError, NodeTarget, TlsInfo};
 use crate::fanout::fan_out;
 use crate::plan::{self, Plan, Request};

@@ -12,7 +12,8 @@ use dice_proto::api::RollDieRequest;
 use rustls::ClientConfig;
 use tokio::time::{Instant, timeout_at};
 
-use crate::cli::{GlobalArgs, OutputFormat, RollArgs};
+use crate::args::{GlobalArgs, OutputFormat};
+use crate::cli::RollArgs;
 use crate::client::{self, NodeError, NodeTarget};
 use crate::fanout::fan_out;
 use crate::plan::{self, Plan, Request};

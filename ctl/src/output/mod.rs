@@ -11,7 +11,7 @@ use std::io::{self, IsTerminal as _, Write};
 
 use anyhow::Context as _;
 
-use crate::cli::OutputFormat;
+use crate::args::OutputFormat;
 use crate::plan::Plan;
 use crate::report::{Failure, HealthReport, RollReport};
 
