@@ -268,6 +268,7 @@ fn warning(warning: &Warning) -> WarningDoc<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::NodeErrorKind;
     use crate::report::FailureKind;
 
     #[test]
@@ -286,7 +287,7 @@ mod tests {
                 values: vec![],
                 latency: Duration::from_micros(2500),
                 failure: Some(Failure {
-                    kind: FailureKind::Connect,
+                    kind: FailureKind::Node(NodeErrorKind::Connect),
                     message: "connection refused".into(),
                     hint: "start it".into(),
                     causes: vec![],
