@@ -25,12 +25,12 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::cli::HealthArgs;
 use crate::client::{self, NodeError, NodeTarget, TlsInfo};
-use crate::fanout::fan_out;
+use crate::fanout::fan_out_plan;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{
     AgentFacts, CertFacts, Failure, FailureKind, HealthReport, HealthRow, HealthStatus,
-    ReloadFacts, RunInfo, Warning, WarningKind, describe_duration,
+    ReloadFacts, Warning, WarningKind, describe_duration,
 };
 use crate::select::Node;
 use crate::{Outcome, output, runtime, select, unix_now};
@@ -64,19 +64,9 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
 
 /// Checks every node of `plan`, `plan.concurrency` nodes at a time.
 pub async fn check_all(plan: &Plan, progress: &mut Progress) -> HealthReport {
-    let started_at = unix_now();
-    let start = Instant::now();
-    let tls = plan.tls.clone();
-    let probed = fan_out(
-        plan.nodes.clone(),
-        plan.concurrency,
-        plan.timeout,
-        progress,
-        move |node, deadline| {
-            let tls = tls.clone();
-            async move { probe(&node.target, tls, deadline).await }
-        },
-    )
+    let (probed, run) = fan_out_plan(plan, progress, |node, tls, deadline| async move {
+        probe(&node.target, tls, deadline).await
+    })
     .await;
     let now = unix_now();
     let rows = probed
@@ -92,12 +82,7 @@ pub async fn check_all(plan: &Plan, progress: &mut Progress) -> HealthReport {
         })
         .collect();
     HealthReport {
-        run: RunInfo {
-            started_at,
-            elapsed: start.elapsed(),
-            timeout: plan.timeout,
-            concurrency: plan.concurrency,
-        },
+        run,
         expiry_warning: plan.expiry_warning,
         rows,
     }
