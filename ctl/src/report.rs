@@ -127,6 +127,13 @@ pub struct RollReport {
     pub rows: Vec<RollRow>,
 }
 
+impl RollRow {
+    /// The node's name and address, and why it failed, if it did.
+    pub fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        (&self.name, &self.address, self.failure.as_ref())
+    }
+}
+
 impl RollReport {
     /// Rows without a failure.
     pub fn ok(&self) -> usize {
@@ -272,6 +279,11 @@ pub struct HealthRow {
 }
 
 impl HealthRow {
+    /// The node's name and address, and why it failed, if it did.
+    pub fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        (&self.name, &self.address, self.failure.as_ref())
+    }
+
     /// SERVING, with a certificate that is not about to expire.
     pub fn ok(&self) -> bool {
         self.status == HealthStatus::Serving && !self.expiring()
