@@ -16,6 +16,8 @@
 pub mod args;
 pub mod build;
 pub mod ca;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod init;
 pub mod inspect;
 pub mod inspect_output;

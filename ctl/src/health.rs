@@ -290,6 +290,11 @@ mod tests {
         dice_proto::pem::load_certs(&pki.file("server.pem")).expect("server.pem")[0].clone()
     }
 
+    /// The row for `probe` of [`node`], judged at `now` (Unix seconds).
+    fn judge(probe: Probe, now: i64, expiry_warning: Duration) -> HealthRow {
+        row(node(), probe, Duration::ZERO, now, expiry_warning)
+    }
+
     fn serving(pki: &Pki, reload: Option<ReloadResult>) -> Probe {
         Probe {
             tls: Some(TlsInfo {
@@ -312,24 +317,12 @@ mod tests {
         let not_after = CertSummary::parse(&leaf(&pki)).expect("parse").not_after;
         let warning = Duration::from_secs(14 * 86_400);
         // 20 days before expiry: fine.
-        let fine = row(
-            node(),
-            serving(&pki, None),
-            Duration::ZERO,
-            not_after - 20 * DAY,
-            warning,
-        );
+        let fine = judge(serving(&pki, None), not_after - 20 * DAY, warning);
         assert!(fine.ok(), "{fine:?}");
         assert_eq!(fine.certificate.as_ref().map(|c| c.days_left), Some(20));
         assert!(fine.warnings.is_empty());
         // 5 days (minus a second) before: warned, and not ok.
-        let soon = row(
-            node(),
-            serving(&pki, None),
-            Duration::ZERO,
-            not_after - 5 * DAY + 1,
-            warning,
-        );
+        let soon = judge(serving(&pki, None), not_after - 5 * DAY + 1, warning);
         assert!(!soon.ok());
         assert_eq!(soon.status, HealthStatus::Serving);
         assert_eq!(soon.certificate.as_ref().map(|c| c.days_left), Some(4));
@@ -358,13 +351,7 @@ mod tests {
             ok: false,
             error: "server.pem: no such file".into(),
         };
-        let row1 = row(
-            node(),
-            serving(&pki, Some(reload)),
-            Duration::ZERO,
-            now,
-            Duration::ZERO,
-        );
+        let row1 = judge(serving(&pki, Some(reload)), now, Duration::ZERO);
         assert!(row1.ok());
         assert_eq!(row1.warnings[0].kind, WarningKind::ReloadFailed);
         assert!(
@@ -381,19 +368,13 @@ mod tests {
         probe.info = Some(Err(NodeError::from_status(tonic::Status::unimplemented(
             "",
         ))));
-        let row2 = row(node(), probe, Duration::ZERO, now, Duration::ZERO);
+        let row2 = judge(probe, now, Duration::ZERO);
         assert!(row2.ok());
         assert!(row2.agent.is_none());
         assert_eq!(row2.warnings[0].kind, WarningKind::AgentInfo);
 
         let never = ReloadResult::default();
-        let row3 = row(
-            node(),
-            serving(&pki, Some(never)),
-            Duration::ZERO,
-            now,
-            Duration::ZERO,
-        );
+        let row3 = judge(serving(&pki, Some(never)), now, Duration::ZERO);
         assert_eq!(row3.agent.and_then(|a| a.last_reload), None);
     }
 
@@ -427,7 +408,7 @@ mod tests {
                 health,
                 info: None,
             };
-            let row = row(node(), probe, Duration::ZERO, 0, Duration::ZERO);
+            let row = judge(probe, 0, Duration::ZERO);
             assert_eq!(row.status, status);
             assert_eq!(row.failure.as_ref().map(|f| f.kind.as_str()), Some(kind));
             assert!(!row.ok());

@@ -139,6 +139,12 @@ mod tests {
             .expect_err("the roll must fail")
     }
 
+    /// Asserts that `error` is of `kind` and reads `prefix...`.
+    fn assert_starts(error: &NodeError, kind: NodeErrorKind, prefix: &str) {
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(error.to_string().starts_with(prefix), "{error}");
+    }
+
     #[tokio::test]
     async fn rolls_over_mutual_tls() {
         let pki = Pki::new();
@@ -186,15 +192,15 @@ mod tests {
         ] {
             let node = Node::spawn(config, Reply::Value(4)).await;
             let error = roll_err(&target(&node), &ours, TIMEOUT).await;
-            assert_eq!(error.kind(), NodeErrorKind::Tls, "{error}");
-            let text = error.to_string();
-            assert!(
-                text.starts_with(
-                    "tls: the node refused our client certificate: received fatal alert: "
-                ),
-                "{text}"
+            assert_starts(
+                &error,
+                NodeErrorKind::Tls,
+                "tls: the node refused our client certificate: received fatal alert: ",
             );
-            assert!(text.contains("(pass --cert and --key"), "{text}");
+            assert!(
+                error.to_string().contains("(pass --cert and --key"),
+                "{error}"
+            );
         }
     }
 
@@ -219,13 +225,7 @@ mod tests {
         let reply = Reply::Error(tonic::Code::Unavailable, "draining");
         let node = Node::spawn(pki.server_config(&pki), reply).await;
         let error = roll_err(&target(&node), &pki, TIMEOUT).await;
-        assert_eq!(error.kind(), NodeErrorKind::Rpc, "{error}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("rpc: Unavailable: draining ("),
-            "{error}"
-        );
+        assert_starts(&error, NodeErrorKind::Rpc, "rpc: Unavailable: draining (");
     }
 
     #[tokio::test]
@@ -249,12 +249,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = target_at(listener.local_addr().expect("addr"));
         let error = roll_err(&target, &pki, Duration::from_millis(200)).await;
-        assert_eq!(error.kind(), NodeErrorKind::Timeout, "{error}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("timeout: no TLS handshake before the deadline"),
-            "{error}"
+        assert_starts(
+            &error,
+            NodeErrorKind::Timeout,
+            "timeout: no TLS handshake before the deadline",
         );
         drop(listener);
     }

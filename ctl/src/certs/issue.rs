@@ -193,7 +193,8 @@ mod tests {
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     use super::*;
-    use crate::certs::{InitOptions, init, keys};
+    use crate::certs::fixtures::{init_ca, issue_options, node_1_sans};
+    use crate::certs::keys;
 
     /// The certificate's extended key usages `(serverAuth, clientAuth)`.
     fn auth_usages(x509: &X509Certificate) -> (bool, bool) {
@@ -208,37 +209,16 @@ mod tests {
     fn pki() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_dir = dir.path().join("ca");
-        let options = InitOptions {
-            out: ca_dir.clone(),
-            server_sans: Vec::new(),
-            force: false,
-        };
-        init(&options, OffsetDateTime::now_utc()).expect("init");
+        init_ca(&ca_dir);
         (dir, ca_dir)
-    }
-
-    fn options(ca_dir: &Path, out: &Path, role: Role, name: &str) -> IssueOptions {
-        IssueOptions {
-            ca_dir: ca_dir.to_owned(),
-            role,
-            name: name.to_owned(),
-            sans: Vec::new(),
-            days: 30,
-            key_type: KeyType::EcdsaP256,
-            out: out.to_owned(),
-            force: false,
-        }
     }
 
     #[test]
     fn issues_servers_and_clients_with_their_usages_and_sans() {
         let (dir, ca_dir) = pki();
         let out = dir.path().join("out");
-        let mut server = options(&ca_dir, &out, Role::Server, "node-1");
-        server.sans = ["node-1.example", "10.0.0.7", "spiffe://dice/node-1"]
-            .iter()
-            .map(|s| s.parse().expect("san"))
-            .collect();
+        let mut server = issue_options(&ca_dir, &out, Role::Server, "node-1");
+        server.sans = node_1_sans();
         let report = issue(&server, OffsetDateTime::now_utc()).expect("issue server");
         assert_eq!(
             report.issued.summary.sans,
@@ -264,7 +244,7 @@ mod tests {
         let key = keys::key_pair(&load_key(&out.join("node-1-key.pem")).expect("key")).expect("kp");
         assert!(keys::matches(&key, x509.public_key()));
 
-        let client = options(&ca_dir, &out, Role::Client, "ops");
+        let client = issue_options(&ca_dir, &out, Role::Client, "ops");
         let report = issue(&client, OffsetDateTime::now_utc()).expect("issue client");
         assert_eq!(report.issued.summary.sans, ["DNS:ops"]);
         let chain = load_certs(&out.join("ops.pem")).expect("cert");
@@ -282,7 +262,7 @@ mod tests {
     #[test]
     fn validity_is_cut_to_the_ca() {
         let (dir, ca_dir) = pki();
-        let mut long = options(&ca_dir, dir.path(), Role::Client, "long");
+        let mut long = issue_options(&ca_dir, dir.path(), Role::Client, "long");
         long.days = 36_500;
         let report = issue(&long, OffsetDateTime::now_utc()).expect("issue");
         assert!(report.clamped_to.is_some());
@@ -298,7 +278,7 @@ mod tests {
         let (dir, ca_dir) = pki();
         for bad in ["", "../x", ".hidden", "a/b", "-x"] {
             let error = issue(
-                &options(&ca_dir, dir.path(), Role::Client, bad),
+                &issue_options(&ca_dir, dir.path(), Role::Client, bad),
                 OffsetDateTime::now_utc(),
             )
             .expect_err(bad);
@@ -308,7 +288,7 @@ mod tests {
             );
         }
         let error = issue(
-            &options(&ca_dir, dir.path(), Role::Server, "web server"),
+            &issue_options(&ca_dir, dir.path(), Role::Server, "web server"),
             OffsetDateTime::now_utc(),
         )
         .expect_err("no SAN");
@@ -316,7 +296,7 @@ mod tests {
 
         let missing = dir.path().join("nowhere");
         let error = issue(
-            &options(&missing, dir.path(), Role::Client, "x"),
+            &issue_options(&missing, dir.path(), Role::Client, "x"),
             OffsetDateTime::now_utc(),
         )
         .expect_err("no CA");
