@@ -8,7 +8,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use dice_proto::cert::rfc3339;
 use time::OffsetDateTime;
 
 use super::build::{self, Validity};
@@ -56,10 +55,7 @@ pub struct IntermediateReport {
 
 impl fmt::Display for IntermediateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        super::issue::describe(f, &self.issued, self.key)?;
+        super::issue::describe(f, &self.files, &self.issued, self.key)?;
         writeln!(
             f,
             "CA     path length {} (signs leaf certificates{}); chain.pem holds {} certificates, root last",
@@ -71,14 +67,7 @@ impl fmt::Display for IntermediateReport {
             },
             self.chain_len
         )?;
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the parent CA's own not-after, {}",
-                rfc3339(end)
-            )?;
-        }
-        Ok(())
+        super::issue::clamp_note(f, self.clamped_to, "parent CA's")
     }
 }
 

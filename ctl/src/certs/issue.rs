@@ -52,10 +52,7 @@ pub struct IssueReport {
 
 impl fmt::Display for IssueReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        describe(f, &self.issued, self.key)?;
+        describe(f, &self.files, &self.issued, self.key)?;
         if self.intermediates > 0 {
             writeln!(
                 f,
@@ -64,23 +61,21 @@ impl fmt::Display for IssueReport {
                 if self.intermediates == 1 { "" } else { "s" }
             )?;
         }
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the CA's own not-after, {}",
-                rfc3339(end)
-            )?;
-        }
-        Ok(())
+        clamp_note(f, self.clamped_to, "CA's")
     }
 }
 
-/// `ROLE subject "..." serial ... key ... not after ... SANs ...`, then `issuer "..."`.
+/// `wrote FILE` per file, then `ROLE subject "..." serial ... key ... not
+/// after ... SANs ...`, then `issuer "..."`.
 pub(super) fn describe(
     f: &mut fmt::Formatter<'_>,
+    files: &[PathBuf],
     issued: &Issued,
     key: KeyAlgorithm,
 ) -> fmt::Result {
+    for path in files {
+        writeln!(f, "wrote {}", path.display())?;
+    }
     let summary = &issued.summary;
     write!(
         f,
@@ -96,6 +91,22 @@ pub(super) fn describe(
     }
     writeln!(f)?;
     writeln!(f, "issuer \"{}\"", summary.issuer)
+}
+
+/// `note   not after cut short to the ISSUER own not-after, TIME`, if it was.
+pub(super) fn clamp_note(
+    f: &mut fmt::Formatter<'_>,
+    clamped_to: Option<i64>,
+    issuer: &str,
+) -> fmt::Result {
+    match clamped_to {
+        Some(end) => writeln!(
+            f,
+            "note   not after cut short to the {issuer} own not-after, {}",
+            rfc3339(end)
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `OUT/NAME.pem` and `OUT/NAME-key.pem`.

@@ -64,18 +64,8 @@ impl fmt::Display for RenewReport {
             "renewed serial {} -> {}",
             self.old_serial, self.issued.summary.serial
         )?;
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        super::issue::describe(f, &self.issued, self.key)?;
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the CA's own not-after, {}",
-                dice_proto::cert::rfc3339(end)
-            )?;
-        }
-        Ok(())
+        super::issue::describe(f, &self.files, &self.issued, self.key)?;
+        super::issue::clamp_note(f, self.clamped_to, "CA's")
     }
 }
 
