@@ -1,5 +1,6 @@
 //! `dicectl certs`: makes and manages the fleet's certificates with rcgen.
 //!
+//! - [`args`]: the subcommands and their flags (`--help` text).
 //! - [`init`](mod@init): a dev PKI, a CA with a server and a client certificate.
 //! - [`issue`](mod@issue): a server or client certificate from a CA directory.
 //! - [`intermediate`](mod@intermediate): an intermediate CA under a CA directory.
