@@ -2,11 +2,10 @@
 //! nodes (`--all`, `--node`, `--label`) and how to connect (`--ca`, `--cert`,
 //! `--key`, `--timeout`, ...).
 //!
-//! A leaf: [`crate::cli`] assembles the command line from these types, and
-//! the modules that act on them ([`crate::select`], [`crate::plan`],
-//! [`crate::output`], [`crate::bench`], [`crate::certs`]) import them from
-//! here, not from the command line that contains them. Doc comments are the
-//! `--help` text.
+//! A leaf, importing nothing from the crate: `cli` assembles the command line
+//! from these types, and the modules that act on them (`select`, `plan`,
+//! `output`, `bench`, `certs`) import them from here, not from the command
+//! line that contains them. Doc comments are the `--help` text.
 
 use std::path::PathBuf;
 use std::time::Duration;
