@@ -10,7 +10,7 @@
 //!   atomically so a watching agent rotates cleanly.
 //! - [`ca`]: a CA directory (`ca.pem`, `ca-key.pem`, `chain.pem`); [`keys`]: key types and
 //!   key forms (PKCS#1, SEC1, PKCS#8); [`san`]: SANs; [`build`]: what every certificate
-//!   has in common; [`write`]: atomic writes, keys with mode 0600.
+//!   has in common; [`write`](mod@write): atomic writes, keys with mode 0600.
 //!
 //! Private keys are generated in memory, written with mode 0600 and never printed.
 

@@ -1,6 +1,6 @@
 //! The fleet file: which nodes there are, and how dicectl connects to them.
 //!
-//! [`load`] parses the TOML ([`raw`]) and validates it into a [`Fleet`],
+//! [`load`] parses the TOML (`raw`) and validates it into a [`Fleet`],
 //! collecting every error with its file, line and key (`dice_proto::file_error`), as the
 //! agent's config does. Unknown keys are errors. Relative certificate paths
 //! resolve against the folder of the fleet file, not the working directory.

@@ -21,7 +21,7 @@
 //! - [`certs`]: `dicectl certs init|issue|intermediate|inspect|renew`, the PKI
 //!   toolkit (rcgen; RSA keys from the `rsa` crate), with its flags in
 //!   [`certs::args`].
-//! - [`bench`]: `dicectl bench`, a closed-loop load generator.
+//! - [`bench`](mod@bench): `dicectl bench`, a closed-loop load generator.
 //!
 //! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed
 //! (for `health`, also: a certificate expires within the warning threshold),
