@@ -306,6 +306,95 @@ mod tests {
     use crate::client::NodeErrorKind;
     use crate::report::FailureKind;
 
+    /// Every key of a pretty-printed document, in order.
+    fn keys(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.trim_start().strip_prefix('"')?.split_once("\": "))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    #[test]
+    fn health_document_keeps_its_key_order() {
+        let summary = CertSummary {
+            subject: "CN=n".into(),
+            common_name: Some("n".into()),
+            issuer: "CN=ca".into(),
+            sans: vec!["DNS:n".into()],
+            serial: "01".into(),
+            not_before: 0,
+            not_after: 86_400,
+        };
+        let report = HealthReport {
+            run: RunInfo {
+                started_at: 0,
+                elapsed: Duration::from_millis(5),
+                timeout: Duration::from_secs(2),
+                concurrency: 8,
+            },
+            expiry_warning: Duration::from_secs(86_400),
+            rows: vec![HealthRow {
+                name: "n".into(),
+                address: "127.0.0.1:1".into(),
+                status: HealthStatus::Serving,
+                latency: Duration::from_millis(3),
+                tls_version: Some("TLSv1.3"),
+                certificate: Some(crate::report::CertFacts {
+                    summary,
+                    days_left: 1,
+                    expiring: true,
+                }),
+                agent: None,
+                failure: None,
+                warnings: Vec::new(),
+            }],
+        };
+        let text = health(&report).expect("json");
+        assert_eq!(
+            keys(&text),
+            [
+                "schema_version",
+                "command",
+                "started_at",
+                "duration_ms",
+                "timeout_ms",
+                "concurrency",
+                "expiry_warning_ms",
+                "nodes",
+                "name",
+                "address",
+                "ok",
+                "status",
+                "latency_ms",
+                "tls_version",
+                "certificate",
+                "subject",
+                "issuer",
+                "serial",
+                "sans",
+                "not_before",
+                "not_after",
+                "days_left",
+                "expiring",
+                "agent",
+                "error",
+                "warnings",
+                "summary",
+                "nodes",
+                "ok",
+                "failed",
+                "serving",
+                "not_serving",
+                "unreachable",
+                "tls_error",
+                "timeout",
+                "expiring",
+                "latency_p50_ms",
+                "latency_max_ms",
+            ]
+        );
+    }
+
     #[test]
     fn roll_document_has_every_key() {
         let report = RollReport {
@@ -331,13 +420,8 @@ mod tests {
         };
         let text = roll(&report).expect("json");
         // Keys keep their order, flattened ones included.
-        let keys: Vec<&str> = text
-            .lines()
-            .filter_map(|line| line.trim_start().strip_prefix('"')?.split_once('"'))
-            .map(|(key, _)| key)
-            .collect();
         assert_eq!(
-            keys,
+            keys(&text),
             [
                 "schema_version",
                 "command",
