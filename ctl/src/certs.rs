@@ -1,5 +1,6 @@
 //! `dicectl certs`: makes and manages the fleet's certificates with rcgen.
 //!
+//! - [`args`]: the subcommands and their flags (`--help` text).
 //! - [`init`](mod@init): a dev PKI, a CA with a server and a client certificate.
 //! - [`issue`](mod@issue): a server or client certificate from a CA directory.
 //! - [`intermediate`](mod@intermediate): an intermediate CA under a CA directory.
@@ -9,13 +10,15 @@
 //!   atomically so a watching agent rotates cleanly.
 //! - [`ca`]: a CA directory (`ca.pem`, `ca-key.pem`, `chain.pem`); [`keys`]: key types and
 //!   key forms (PKCS#1, SEC1, PKCS#8); [`san`]: SANs; [`build`]: what every certificate
-//!   has in common; [`write`]: atomic writes, keys with mode 0600.
+//!   has in common; [`write`](mod@write): atomic writes, keys with mode 0600.
 //!
 //! Private keys are generated in memory, written with mode 0600 and never printed.
 
 pub mod args;
 pub mod build;
 pub mod ca;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod init;
 pub mod inspect;
 pub mod inspect_output;
@@ -41,8 +44,9 @@ pub use init::{
 pub use keys::KeyType;
 pub use san::{San, SanParseError};
 
+use self::args::CertsCommand;
 use crate::Outcome;
-use crate::cli::{CertsCommand, GlobalArgs, OutputFormat};
+use crate::args::{GlobalArgs, OutputFormat};
 
 /// What went wrong making or reading certificates. Every case means nothing
 /// was written (or, for `inspect`, nothing was reported): exit status 2.

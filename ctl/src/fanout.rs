@@ -13,12 +13,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::report::RunInfo;
 use crate::select::Node;
+use crate::unix_now;
 
 /// One node's result, and how long it took from its start to its end.
 #[derive(Debug)]
@@ -84,6 +88,39 @@ where
             }
         })
         .collect()
+}
+
+/// Calls `probe(node, tls, deadline)` for every node of `plan`, with the
+/// TLS configuration they share, as [`fan_out`] does under the plan's
+/// concurrency and timeout. Returns the results and the facts of the run.
+pub async fn fan_out_plan<T, F, Fut>(
+    plan: &Plan,
+    progress: &mut Progress,
+    probe: F,
+) -> (Vec<Probed<T>>, RunInfo)
+where
+    F: Fn(Node, Arc<ClientConfig>, Instant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let started_at = unix_now();
+    let start = Instant::now();
+    let tls = plan.tls.clone();
+    let probed = fan_out(
+        plan.nodes.clone(),
+        plan.concurrency,
+        plan.timeout,
+        progress,
+        move |node, deadline| probe(node, tls.clone(), deadline),
+    )
+    .await;
+    let run = RunInfo {
+        started_at,
+        elapsed: start.elapsed(),
+        timeout: plan.timeout,
+        concurrency: plan.concurrency,
+    };
+    (probed, run)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The fleet file: which nodes there are, and how dicectl connects to them.
 //!
-//! [`load`] parses the TOML ([`raw`]) and validates it into a [`Fleet`],
+//! [`load`] parses the TOML (`raw`) and validates it into a [`Fleet`],
 //! collecting every error with its file, line and key (`dice_proto::file_error`), as the
 //! agent's config does. Unknown keys are errors. Relative certificate paths
 //! resolve against the folder of the fleet file, not the working directory.
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use self::raw::{RawClient, RawFleet, RawNode};
+use crate::args::MAX_CONCURRENCY;
 use crate::client::{NodeTarget, TargetError};
 use crate::tls::{PemFile, Source};
 use dice_proto::file_error::Reporter;
@@ -42,8 +43,6 @@ pub const DEFAULT_FLEET_FILE: &str = "fleet.toml";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for `client.concurrency` and `--concurrency`: nodes in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 64;
-/// The largest `concurrency` accepted; each node in flight holds a socket.
-pub const MAX_CONCURRENCY: usize = 10_000;
 /// Default for `client.expiry_warning` and `--expiry-warning`: 14 days.
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 

@@ -22,14 +22,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::{GlobalArgs, HealthArgs, OutputFormat};
+use crate::args::{GlobalArgs, OutputFormat};
+use crate::cli::HealthArgs;
 use crate::client::{self, NodeError, NodeTarget, TlsInfo};
-use crate::fanout::fan_out;
+use crate::fanout::fan_out_plan;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{
     AgentFacts, CertFacts, Failure, FailureKind, HealthReport, HealthRow, HealthStatus,
-    ReloadFacts, RunInfo, Warning, WarningKind, describe_duration,
+    ReloadFacts, Warning, WarningKind, describe_duration,
 };
 use crate::select::Node;
 use crate::{Outcome, output, runtime, select, unix_now};
@@ -63,19 +64,9 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
 
 /// Checks every node of `plan`, `plan.concurrency` nodes at a time.
 pub async fn check_all(plan: &Plan, progress: &mut Progress) -> HealthReport {
-    let started_at = unix_now();
-    let start = Instant::now();
-    let tls = plan.tls.clone();
-    let probed = fan_out(
-        plan.nodes.clone(),
-        plan.concurrency,
-        plan.timeout,
-        progress,
-        move |node, deadline| {
-            let tls = tls.clone();
-            async move { probe(&node.target, tls, deadline).await }
-        },
-    )
+    let (probed, run) = fan_out_plan(plan, progress, |node, tls, deadline| async move {
+        probe(&node.target, tls, deadline).await
+    })
     .await;
     let now = unix_now();
     let rows = probed
@@ -91,12 +82,7 @@ pub async fn check_all(plan: &Plan, progress: &mut Progress) -> HealthReport {
         })
         .collect();
     HealthReport {
-        run: RunInfo {
-            started_at,
-            elapsed: start.elapsed(),
-            timeout: plan.timeout,
-            concurrency: plan.concurrency,
-        },
+        run,
         expiry_warning: plan.expiry_warning,
         rows,
     }
@@ -304,6 +290,11 @@ mod tests {
         dice_proto::pem::load_certs(&pki.file("server.pem")).expect("server.pem")[0].clone()
     }
 
+    /// The row for `probe` of [`node`], judged at `now` (Unix seconds).
+    fn judge(probe: Probe, now: i64, expiry_warning: Duration) -> HealthRow {
+        row(node(), probe, Duration::ZERO, now, expiry_warning)
+    }
+
     fn serving(pki: &Pki, reload: Option<ReloadResult>) -> Probe {
         Probe {
             tls: Some(TlsInfo {
@@ -326,24 +317,12 @@ mod tests {
         let not_after = CertSummary::parse(&leaf(&pki)).expect("parse").not_after;
         let warning = Duration::from_secs(14 * 86_400);
         // 20 days before expiry: fine.
-        let fine = row(
-            node(),
-            serving(&pki, None),
-            Duration::ZERO,
-            not_after - 20 * DAY,
-            warning,
-        );
+        let fine = judge(serving(&pki, None), not_after - 20 * DAY, warning);
         assert!(fine.ok(), "{fine:?}");
         assert_eq!(fine.certificate.as_ref().map(|c| c.days_left), Some(20));
         assert!(fine.warnings.is_empty());
         // 5 days (minus a second) before: warned, and not ok.
-        let soon = row(
-            node(),
-            serving(&pki, None),
-            Duration::ZERO,
-            not_after - 5 * DAY + 1,
-            warning,
-        );
+        let soon = judge(serving(&pki, None), not_after - 5 * DAY + 1, warning);
         assert!(!soon.ok());
         assert_eq!(soon.status, HealthStatus::Serving);
         assert_eq!(soon.certificate.as_ref().map(|c| c.days_left), Some(4));
@@ -372,13 +351,7 @@ mod tests {
             ok: false,
             error: "server.pem: no such file".into(),
         };
-        let row1 = row(
-            node(),
-            serving(&pki, Some(reload)),
-            Duration::ZERO,
-            now,
-            Duration::ZERO,
-        );
+        let row1 = judge(serving(&pki, Some(reload)), now, Duration::ZERO);
         assert!(row1.ok());
         assert_eq!(row1.warnings[0].kind, WarningKind::ReloadFailed);
         assert!(
@@ -395,19 +368,13 @@ mod tests {
         probe.info = Some(Err(NodeError::from_status(tonic::Status::unimplemented(
             "",
         ))));
-        let row2 = row(node(), probe, Duration::ZERO, now, Duration::ZERO);
+        let row2 = judge(probe, now, Duration::ZERO);
         assert!(row2.ok());
         assert!(row2.agent.is_none());
         assert_eq!(row2.warnings[0].kind, WarningKind::AgentInfo);
 
         let never = ReloadResult::default();
-        let row3 = row(
-            node(),
-            serving(&pki, Some(never)),
-            Duration::ZERO,
-            now,
-            Duration::ZERO,
-        );
+        let row3 = judge(serving(&pki, Some(never)), now, Duration::ZERO);
         assert_eq!(row3.agent.and_then(|a| a.last_reload), None);
     }
 
@@ -441,7 +408,7 @@ mod tests {
                 health,
                 info: None,
             };
-            let row = row(node(), probe, Duration::ZERO, 0, Duration::ZERO);
+            let row = judge(probe, 0, Duration::ZERO);
             assert_eq!(row.status, status);
             assert_eq!(row.failure.as_ref().map(|f| f.kind.as_str()), Some(kind));
             assert!(!row.ok());

@@ -3,6 +3,9 @@
 //! Layout:
 //!
 //! - [`cli`]: the command line (clap derive); its doc comments are `--help`.
+//!   [`args`] holds the flags several subcommands share (global options,
+//!   `--output`, node selection, connection), a leaf the modules below
+//!   import without depending on the whole command line.
 //! - [`fleet`]: the fleet file (nodes, labels, `[client]` settings), validated
 //!   with file, line and key in every error.
 //! - [`select`]: which nodes a command runs on (`--all`, `--node`, `--label`).
@@ -16,14 +19,16 @@
 //! - [`roll`], [`health`]: the two fan-out commands.
 //! - [`report`]: what they found, as data; [`output`] writes it as a table or JSON.
 //! - [`certs`]: `dicectl certs init|issue|intermediate|inspect|renew`, the PKI
-//!   toolkit (rcgen; RSA keys from the `rsa` crate).
-//! - [`bench`]: `dicectl bench`, a closed-loop load generator.
+//!   toolkit (rcgen; RSA keys from the `rsa` crate), with its flags in
+//!   [`certs::args`].
+//! - [`bench`](mod@bench): `dicectl bench`, a closed-loop load generator.
 //!
 //! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed
 //! (for `health`, also: a certificate expires within the warning threshold),
 //! 2 usage or config error and nothing ran. [`run`] returns an error only for
 //! the last case; a failed node is an [`Outcome`], so a fan-out carries on.
 
+pub mod args;
 pub mod bench;
 pub mod certs;
 pub mod cli;

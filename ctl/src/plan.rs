@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
-use crate::cli::{ConnArgs, SelectArgs};
+use crate::args::{ConnArgs, SelectArgs};
 use crate::fleet::{self, Fleet};
 use crate::select::{self, Node};
 use crate::tls::{self, ClientFiles, PemFile};

@@ -26,14 +26,9 @@ pub struct RunInfo {
 /// Why a node failed, by step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureKind {
-    /// The TCP connection failed.
-    Connect,
-    /// The TLS handshake failed, or the node refused our certificate.
-    Tls,
-    /// The deadline passed.
-    Timeout,
-    /// An RPC failed with a gRPC status.
-    Rpc,
+    /// Talking to the node failed: connecting, the TLS handshake (or the
+    /// node refused our certificate), the deadline, or an RPC's status.
+    Node(NodeErrorKind),
     /// The health service answered, but not SERVING.
     Health,
 }
@@ -42,10 +37,7 @@ impl FailureKind {
     /// The kind as shown in tables and JSON: `connect`, `tls`, `timeout`, `rpc`, `health`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Connect => "connect",
-            Self::Tls => "tls",
-            Self::Timeout => "timeout",
-            Self::Rpc => "rpc",
+            Self::Node(kind) => kind.as_str(),
             Self::Health => "health",
         }
     }
@@ -80,12 +72,7 @@ impl std::fmt::Display for Failure {
 
 impl From<NodeError> for Failure {
     fn from(error: NodeError) -> Self {
-        let kind = match error.kind() {
-            NodeErrorKind::Connect => FailureKind::Connect,
-            NodeErrorKind::Tls => FailureKind::Tls,
-            NodeErrorKind::Timeout => FailureKind::Timeout,
-            NodeErrorKind::Rpc => FailureKind::Rpc,
-        };
+        let kind = FailureKind::Node(error.kind());
         let mut causes = Vec::new();
         let mut next = error.source();
         while let Some(cause) = next {
@@ -140,6 +127,13 @@ pub struct RollReport {
     pub rows: Vec<RollRow>,
 }
 
+impl RollRow {
+    /// The node's name and address, and why it failed, if it did.
+    pub fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        (&self.name, &self.address, self.failure.as_ref())
+    }
+}
+
 impl RollReport {
     /// Rows without a failure.
     pub fn ok(&self) -> usize {
@@ -189,10 +183,10 @@ impl HealthStatus {
     /// The status a failure of `kind` leaves a node in.
     pub fn of_failure(kind: FailureKind) -> Self {
         match kind {
-            FailureKind::Connect => Self::Unreachable,
-            FailureKind::Tls => Self::TlsError,
-            FailureKind::Timeout => Self::Timeout,
-            FailureKind::Rpc | FailureKind::Health => Self::NotServing,
+            FailureKind::Node(NodeErrorKind::Connect) => Self::Unreachable,
+            FailureKind::Node(NodeErrorKind::Tls) => Self::TlsError,
+            FailureKind::Node(NodeErrorKind::Timeout) => Self::Timeout,
+            FailureKind::Node(NodeErrorKind::Rpc) | FailureKind::Health => Self::NotServing,
         }
     }
 }
@@ -285,6 +279,11 @@ pub struct HealthRow {
 }
 
 impl HealthRow {
+    /// The node's name and address, and why it failed, if it did.
+    pub fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        (&self.name, &self.address, self.failure.as_ref())
+    }
+
     /// SERVING, with a certificate that is not about to expire.
     pub fn ok(&self) -> bool {
         self.status == HealthStatus::Serving && !self.expiring()
@@ -386,7 +385,7 @@ mod tests {
     #[test]
     fn node_errors_become_failures() {
         let failure = Failure::from(NodeError::timeout("no TLS handshake"));
-        assert_eq!(failure.kind, FailureKind::Timeout);
+        assert_eq!(failure.kind, FailureKind::Node(NodeErrorKind::Timeout));
         assert_eq!(
             failure.short(),
             "timeout: no TLS handshake before the deadline"

@@ -12,13 +12,14 @@ use dice_proto::api::RollDieRequest;
 use rustls::ClientConfig;
 use tokio::time::{Instant, timeout_at};
 
-use crate::cli::{GlobalArgs, OutputFormat, RollArgs};
+use crate::args::{GlobalArgs, OutputFormat};
+use crate::cli::RollArgs;
 use crate::client::{self, NodeError, NodeTarget};
-use crate::fanout::fan_out;
+use crate::fanout::fan_out_plan;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
-use crate::report::{Failure, RollReport, RollRow, RunInfo};
-use crate::{Outcome, output, runtime, select, unix_now};
+use crate::report::{Failure, RollReport, RollRow};
+use crate::{Outcome, output, runtime, select};
 
 /// Runs `dicectl roll`.
 ///
@@ -52,19 +53,9 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
 
 /// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.
 pub async fn roll_all(plan: &Plan, count: u32, progress: &mut Progress) -> RollReport {
-    let started_at = unix_now();
-    let start = Instant::now();
-    let tls = plan.tls.clone();
-    let probed = fan_out(
-        plan.nodes.clone(),
-        plan.concurrency,
-        plan.timeout,
-        progress,
-        move |node, deadline| {
-            let tls = tls.clone();
-            async move { roll_node(&node.target, tls, deadline, count).await }
-        },
-    )
+    let (probed, run) = fan_out_plan(plan, progress, move |node, tls, deadline| async move {
+        roll_node(&node.target, tls, deadline, count).await
+    })
     .await;
     let rows = probed
         .into_iter()
@@ -79,16 +70,7 @@ pub async fn roll_all(plan: &Plan, count: u32, progress: &mut Progress) -> RollR
             }
         })
         .collect();
-    RollReport {
-        run: RunInfo {
-            started_at,
-            elapsed: start.elapsed(),
-            timeout: plan.timeout,
-            concurrency: plan.concurrency,
-        },
-        count,
-        rows,
-    }
+    RollReport { run, count, rows }
 }
 
 /// Connects to `node` and rolls `count` times on that one connection, all
@@ -144,13 +126,23 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(5);
 
     fn target(node: &Node) -> NodeTarget {
-        NodeTarget::parse(&node.addr.to_string(), None).expect("target")
+        target_at(node.addr)
+    }
+
+    fn target_at(addr: std::net::SocketAddr) -> NodeTarget {
+        NodeTarget::parse(&addr.to_string(), None).expect("target")
     }
 
     async fn roll_err(target: &NodeTarget, pki: &Pki, timeout: Duration) -> NodeError {
         roll(target, pki.client_config(), timeout)
             .await
             .expect_err("the roll must fail")
+    }
+
+    /// Asserts that `error` is of `kind` and reads `prefix...`.
+    fn assert_starts(error: &NodeError, kind: NodeErrorKind, prefix: &str) {
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(error.to_string().starts_with(prefix), "{error}");
     }
 
     #[tokio::test]
@@ -187,39 +179,29 @@ mod tests {
         );
     }
 
-    /// The TLS 1.3 case: the client's handshake is done before the node refuses
-    /// its certificate, so the refusal arrives as an error on the RPC.
+    /// The node has a certificate our CA signed but trusts only the other
+    /// CA's clients. With TLS 1.3 the client's handshake is done before the
+    /// node refuses its certificate, so the refusal arrives as an error on the
+    /// RPC; with TLS 1.2 the node refuses it inside the handshake.
     #[tokio::test]
     async fn client_certificate_refused_is_a_tls_error() {
         let (ours, theirs) = (Pki::new(), Pki::new());
-        // The node has a certificate our CA signed but trusts only the other CA's clients.
-        let node = Node::spawn(ours.server_config(&theirs), Reply::Value(4)).await;
-        let error = roll_err(&target(&node), &ours, TIMEOUT).await;
-        assert_eq!(error.kind(), NodeErrorKind::Tls, "{error}");
-        let text = error.to_string();
-        assert!(
-            text.starts_with(
-                "tls: the node refused our client certificate: received fatal alert: "
-            ),
-            "{text}"
-        );
-        assert!(text.contains("(pass --cert and --key"), "{text}");
-    }
-
-    /// With TLS 1.2 the node refuses the client certificate inside the handshake.
-    #[tokio::test]
-    async fn client_certificate_refused_over_tls12_is_a_tls_error() {
-        let (ours, theirs) = (Pki::new(), Pki::new());
-        let node = Node::spawn(ours.server_config_tls12(&theirs), Reply::Value(4)).await;
-        let error = roll_err(&target(&node), &ours, TIMEOUT).await;
-        assert_eq!(error.kind(), NodeErrorKind::Tls, "{error}");
-        let text = error.to_string();
-        assert!(
-            text.starts_with(
-                "tls: the node refused our client certificate: received fatal alert: "
-            ),
-            "{text}"
-        );
+        for config in [
+            ours.server_config(&theirs),
+            ours.server_config_tls12(&theirs),
+        ] {
+            let node = Node::spawn(config, Reply::Value(4)).await;
+            let error = roll_err(&target(&node), &ours, TIMEOUT).await;
+            assert_starts(
+                &error,
+                NodeErrorKind::Tls,
+                "tls: the node refused our client certificate: received fatal alert: ",
+            );
+            assert!(
+                error.to_string().contains("(pass --cert and --key"),
+                "{error}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -243,13 +225,7 @@ mod tests {
         let reply = Reply::Error(tonic::Code::Unavailable, "draining");
         let node = Node::spawn(pki.server_config(&pki), reply).await;
         let error = roll_err(&target(&node), &pki, TIMEOUT).await;
-        assert_eq!(error.kind(), NodeErrorKind::Rpc, "{error}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("rpc: Unavailable: draining ("),
-            "{error}"
-        );
+        assert_starts(&error, NodeErrorKind::Rpc, "rpc: Unavailable: draining (");
     }
 
     #[tokio::test]
@@ -258,8 +234,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let target = NodeTarget::parse(&addr.to_string(), None).expect("target");
-        let error = roll_err(&target, &pki, TIMEOUT).await;
+        let error = roll_err(&target_at(addr), &pki, TIMEOUT).await;
         assert_eq!(error.kind(), NodeErrorKind::Connect, "{error}");
         assert_eq!(
             error.to_string(),
@@ -272,15 +247,12 @@ mod tests {
         let pki = Pki::new();
         // Accepts TCP (the kernel does, from the backlog) but never speaks TLS.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = NodeTarget::parse(&listener.local_addr().expect("addr").to_string(), None)
-            .expect("target");
+        let target = target_at(listener.local_addr().expect("addr"));
         let error = roll_err(&target, &pki, Duration::from_millis(200)).await;
-        assert_eq!(error.kind(), NodeErrorKind::Timeout, "{error}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("timeout: no TLS handshake before the deadline"),
-            "{error}"
+        assert_starts(
+            &error,
+            NodeErrorKind::Timeout,
+            "timeout: no TLS handshake before the deadline",
         );
         drop(listener);
     }
@@ -290,8 +262,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let pki = Pki::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = NodeTarget::parse(&listener.local_addr().expect("addr").to_string(), None)
-            .expect("target");
+        let target = target_at(listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let (mut tcp, _) = listener.accept().await.expect("accept");
             let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;

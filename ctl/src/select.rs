@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use crate::cli::{Label, SelectArgs};
+use crate::args::{Label, SelectArgs};
 use crate::client::NodeTarget;
 use crate::fleet::Fleet;
 

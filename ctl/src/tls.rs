@@ -251,24 +251,13 @@ fn client_auth_error(files: &ClientFiles, error: rustls::Error) -> TlsConfigErro
 mod tests {
     use std::fs;
 
-    use time::OffsetDateTime;
-
     use super::*;
-    use crate::certs::{self, InitOptions};
-
-    fn pki(dir: &Path) {
-        let options = InitOptions {
-            out: dir.to_owned(),
-            server_sans: Vec::new(),
-            force: false,
-        };
-        certs::init(&options, OffsetDateTime::now_utc()).expect("init");
-    }
+    use crate::certs::fixtures::init_ca;
 
     #[test]
     fn builds_from_the_dev_pki() {
         let dir = tempfile::tempdir().expect("temp dir");
-        pki(dir.path());
+        init_ca(dir.path());
         let file = |name| dir.path().join(name);
         let config = client_config(
             &file("ca.pem"),
@@ -283,7 +272,7 @@ mod tests {
     #[test]
     fn errors_name_the_flag_and_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
-        pki(dir.path());
+        init_ca(dir.path());
         let file = |name| dir.path().join(name);
         fs::write(file("garbage.pem"), "not pem at all").expect("write");
         let missing = file("missing.pem");

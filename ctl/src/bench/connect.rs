@@ -62,36 +62,25 @@ pub async fn open(
     deadline: Instant,
 ) -> Result<Connection, ConnectError> {
     let target = &node.target;
-    let tcp = match timeout_at(deadline, TcpStream::connect((target.host(), target.port()))).await {
-        Err(_) => {
-            return Err(ConnectError::new(
-                "timeout",
-                "no TCP connection before the deadline",
-            ));
-        }
-        Ok(Err(error)) => return Err(ConnectError::new("connect", error)),
-        Ok(Ok(tcp)) => tcp,
-    };
+    let tcp = step(
+        deadline,
+        TcpStream::connect((target.host(), target.port())),
+        "connect",
+        "no TCP connection before the deadline",
+    )
+    .await?;
     // Small requests and replies: never wait to fill a segment.
     let _ = tcp.set_nodelay(true);
     let sender = match (node.transport, tls) {
         (Transport::Mtls, Some(tls)) => {
             let connector = TlsConnector::from(tls.clone());
-            let stream = match timeout_at(
+            let stream = step(
                 deadline,
                 connector.connect(target.server_name().clone(), tcp),
+                "tls",
+                "no TLS handshake before the deadline",
             )
-            .await
-            {
-                Err(_) => {
-                    return Err(ConnectError::new(
-                        "timeout",
-                        "no TLS handshake before the deadline",
-                    ));
-                }
-                Ok(Err(error)) => return Err(ConnectError::new("tls", error)),
-                Ok(Ok(stream)) => stream,
-            };
+            .await?;
             h2_handshake(TokioIo::new(stream), deadline).await?
         }
         (Transport::Mtls, None) => {
@@ -120,19 +109,30 @@ where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io);
-    let (sender, connection) = match timeout_at(deadline, handshake).await {
-        Err(_) => {
-            return Err(ConnectError::new(
-                "timeout",
-                "no HTTP/2 connection before the deadline",
-            ));
-        }
-        Ok(Err(error)) => return Err(ConnectError::new("http2", error)),
-        Ok(Ok(pair)) => pair,
-    };
+    let (sender, connection) = step(
+        deadline,
+        handshake,
+        "http2",
+        "no HTTP/2 connection before the deadline",
+    )
+    .await?;
     // Drives the connection; it ends when every sender is dropped or the peer closes.
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// Awaits one step of opening a connection before `deadline`: its error
+/// counts as `kind`, and running out of time as `timeout`, saying `late`.
+async fn step<T, E: std::fmt::Display>(
+    deadline: Instant,
+    future: impl Future<Output = Result<T, E>>,
+    kind: &'static str,
+    late: &'static str,
+) -> Result<T, ConnectError> {
+    match timeout_at(deadline, future).await {
+        Err(_) => Err(ConnectError::new("timeout", late)),
+        Ok(result) => result.map_err(|error| ConnectError::new(kind, error)),
+    }
 }
 
 /// hyper's HTTP/2 sender as the tower service tonic's generated client calls.

@@ -24,7 +24,7 @@ use clap::Args;
 pub use self::histogram::Histogram;
 pub use self::load::{NodeStats, Settings};
 pub use self::output::{BenchReport, SCHEMA_VERSION};
-use crate::cli::{ConnArgs, GlobalArgs, OutputFormat, SelectArgs};
+use crate::args::{ConnArgs, GlobalArgs, OutputFormat, SelectArgs};
 use crate::plan::{self, Request};
 use crate::{Outcome, fleet, select, unix_now};
 

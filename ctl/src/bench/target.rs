@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::cli::SelectArgs;
+use crate::args::SelectArgs;
 use crate::client::NodeTarget;
 
 /// The prefix that marks a plaintext (h2c) address.

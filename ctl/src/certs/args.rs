@@ -1,10 +1,9 @@
-//! The flags of `dicectl certs issue|intermediate|inspect|renew` (clap
-//! derive; the doc comments are `--help`). `certs init` keeps its flags in
-//! [`crate::cli`].
+//! The `dicectl certs` subcommands and their flags (clap derive; the doc
+//! comments are `--help`).
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, ArgGroup, Args};
+use clap::{ArgAction, ArgGroup, Args, Subcommand};
 
 use super::San;
 use super::intermediate::DEFAULT_NAME;
@@ -38,6 +37,67 @@ fn days() -> clap::builder::RangedI64ValueParser<u32> {
 
 fn parse_san(text: &str) -> Result<San, String> {
     text.parse().map_err(|error| format!("{error}"))
+}
+
+/// The `certs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a dev PKI: a CA, a server certificate for dice-agent and a client certificate for dicectl
+    ///
+    /// Writes ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem and
+    /// client-key.pem (ECDSA P-256). Keys are written with mode 0600. The CA is
+    /// valid for 10 years, the leaf certificates for 1 year.
+    #[command(after_help = crate::args::EXIT_STATUS)]
+    Init(CertsInitArgs),
+    /// Issue a server or client certificate from a CA directory
+    ///
+    /// A server certificate gets extended key usage serverAuth, a client
+    /// certificate clientAuth; both get subject CN=NAME and the SANs given
+    /// (DNS names, IP addresses, URIs such as spiffe://...). Writes NAME.pem
+    /// (the certificate, then the CA's intermediates, if any) and
+    /// NAME-key.pem (mode 0600) into --out.
+    Issue(IssueArgs),
+    /// Make an intermediate CA under a CA directory, as a CA directory of its own
+    ///
+    /// Writes ca.pem (the intermediate), ca-key.pem (mode 0600) and chain.pem
+    /// (the intermediate, then each CA up to the root) into --out. Certificates
+    /// issued from it carry the intermediate, so agents serve the full chain
+    /// and clients that trust the root verify through it.
+    Intermediate(IntermediateArgs),
+    /// Show what certificate files say; check a key and a chain
+    ///
+    /// Per certificate: subject, SANs, issuer, serial, not-before/after, days
+    /// left, key type, key usages. With --key, whether the key belongs to the
+    /// file's first certificate; with --ca, whether the chain verifies as TLS
+    /// peers verify it. Exits 1 if a certificate is expired or not yet valid,
+    /// a key does not match, or a chain does not verify. Never prints keys.
+    Inspect(InspectArgs),
+    /// Renew a certificate: same subject and SANs, new key, serial and validity
+    ///
+    /// The certificate must have been issued by the CA in --ca-dir and --key
+    /// must be its key. A new key of the same type is written to --key, then
+    /// the new certificate to --cert, each atomically (temp file, then
+    /// rename), so an agent watching the files rotates to the new pair
+    /// without dropping a connection.
+    Renew(RenewArgs),
+}
+
+/// Flags of `dicectl certs init`.
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    /// Directory to write the six PEM files to; created if missing
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Subject alternative name of the server certificate; repeat for more.
+    /// An IP address becomes an IP SAN, anything else a DNS name
+    /// [default: localhost, 127.0.0.1, ::1]
+    #[arg(long = "server-san", value_name = "SAN", value_parser = parse_san)]
+    pub server_sans: Vec<San>,
+
+    /// Overwrite files that already exist in DIR
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Flags of `dicectl certs issue`.
@@ -159,7 +219,8 @@ pub struct RenewArgs {
 mod tests {
     use clap::Parser;
 
-    use crate::cli::{CertsCommand, Cli, Command, OutputFormat};
+    use crate::args::OutputFormat;
+    use crate::cli::{Cli, Command};
 
     use super::*;
 
@@ -275,5 +336,27 @@ mod tests {
             help.contains("1  inspect: a certificate is expired"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn certs_init_collects_sans() {
+        let cli = Cli::try_parse_from([
+            "dicectl",
+            "certs",
+            "init",
+            "--out",
+            "d",
+            "--server-san",
+            "node-1.example",
+            "--server-san",
+            "10.0.0.7",
+        ])
+        .expect("valid flags");
+        let Command::Certs(CertsCommand::Init(args)) = cli.command else {
+            panic!("parsed as the wrong subcommand");
+        };
+        let sans: Vec<String> = args.server_sans.iter().map(ToString::to_string).collect();
+        assert_eq!(sans, ["DNS:node-1.example", "IP:10.0.0.7"]);
+        assert!(!args.force);
     }
 }

@@ -97,10 +97,8 @@ pub fn leaf_params(
     key: KeyAlgorithm,
     validity: Validity,
 ) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject;
+    let mut params = base_params(subject, validity);
     params.subject_alt_names = sans;
-    params.serial_number = Some(serial());
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     if key.is_rsa() {
@@ -108,8 +106,6 @@ pub fn leaf_params(
     }
     params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
-    params.not_before = validity.not_before;
-    params.not_after = validity.not_after;
     params
 }
 
@@ -126,9 +122,7 @@ pub fn ca_params(
     validity: Validity,
     signed_by_parent: bool,
 ) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject;
-    params.serial_number = Some(serial());
+    let mut params = base_params(subject, validity);
     params.is_ca = IsCa::Ca(match path_len {
         Some(len) => BasicConstraints::Constrained(len),
         None => BasicConstraints::Unconstrained,
@@ -139,6 +133,14 @@ pub fn ca_params(
         KeyUsagePurpose::DigitalSignature,
     ];
     params.use_authority_key_identifier_extension = signed_by_parent;
+    params
+}
+
+/// What every certificate has: its subject, a fresh serial and its validity.
+fn base_params(subject: DistinguishedName, validity: Validity) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.serial_number = Some(serial());
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params

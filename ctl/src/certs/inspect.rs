@@ -484,10 +484,11 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
+    use crate::certs::KeyType;
     use crate::certs::build::Role;
+    use crate::certs::fixtures::{init_ca, issue_options};
     use crate::certs::intermediate::{IntermediateOptions, intermediate};
-    use crate::certs::issue::{IssueOptions, issue};
-    use crate::certs::{InitOptions, KeyType, init};
+    use crate::certs::issue::issue;
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -499,12 +500,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let now = OffsetDateTime::now_utc();
             for root in ["root", "other"] {
-                let options = InitOptions {
-                    out: dir.path().join(root),
-                    server_sans: Vec::new(),
-                    force: false,
-                };
-                init(&options, now).expect("init");
+                init_ca(&dir.path().join(root));
             }
             let options = IntermediateOptions {
                 ca_dir: dir.path().join("root"),
@@ -515,16 +511,10 @@ mod tests {
                 force: false,
             };
             intermediate(&options, now).expect("intermediate");
-            let options = IssueOptions {
-                ca_dir: dir.path().join("inter"),
-                role: Role::Server,
-                name: "node".to_owned(),
-                sans: Vec::new(),
-                days: 10,
-                key_type: KeyType::Ed25519,
-                out: dir.path().join("out"),
-                force: false,
-            };
+            let (inter, out) = (dir.path().join("inter"), dir.path().join("out"));
+            let mut options = issue_options(&inter, &out, Role::Server, "node");
+            options.days = 10;
+            options.key_type = KeyType::Ed25519;
             issue(&options, now).expect("issue");
             Self { dir }
         }

@@ -7,6 +7,7 @@ use dice_proto::cert::rfc3339;
 use serde::Serialize;
 
 use super::inspect::{CertDetails, FileReport, InspectReport};
+use crate::output::json::CertSummaryDoc;
 
 /// The JSON document's schema version; bumped when a key is renamed or removed.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -142,13 +143,8 @@ struct FileJson<'a> {
 
 #[derive(Debug, Serialize)]
 struct CertJson<'a> {
-    subject: &'a str,
-    issuer: &'a str,
-    serial: &'a str,
-    sans: &'a [String],
-    not_before: String,
-    not_after: String,
-    days_left: i64,
+    #[serde(flatten)]
+    summary: CertSummaryDoc<'a>,
     key_type: &'a str,
     is_ca: bool,
     path_len: Option<u32>,
@@ -187,13 +183,7 @@ pub fn json(report: &InspectReport) -> String {
                     .certificates
                     .iter()
                     .map(|cert| CertJson {
-                        subject: &cert.summary.subject,
-                        issuer: &cert.summary.issuer,
-                        serial: &cert.summary.serial,
-                        sans: &cert.summary.sans,
-                        not_before: rfc3339(cert.summary.not_before),
-                        not_after: rfc3339(cert.summary.not_after),
-                        days_left: cert.days_left,
+                        summary: CertSummaryDoc::new(&cert.summary, cert.days_left),
                         key_type: &cert.key_type,
                         is_ca: cert.is_ca,
                         path_len: cert.path_len,

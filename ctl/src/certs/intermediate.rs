@@ -8,7 +8,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use dice_proto::cert::rfc3339;
 use time::OffsetDateTime;
 
 use super::build::{self, Validity};
@@ -56,10 +55,7 @@ pub struct IntermediateReport {
 
 impl fmt::Display for IntermediateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        super::issue::describe(f, &self.issued, self.key)?;
+        super::issue::describe(f, &self.files, &self.issued, self.key)?;
         writeln!(
             f,
             "CA     path length {} (signs leaf certificates{}); chain.pem holds {} certificates, root last",
@@ -71,14 +67,7 @@ impl fmt::Display for IntermediateReport {
             },
             self.chain_len
         )?;
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the parent CA's own not-after, {}",
-                rfc3339(end)
-            )?;
-        }
-        Ok(())
+        super::issue::clamp_note(f, self.clamped_to, "parent CA's")
     }
 }
 
@@ -160,8 +149,8 @@ mod tests {
 
     use super::*;
     use crate::certs::build::Role;
-    use crate::certs::issue::{IssueOptions, issue};
-    use crate::certs::{InitOptions, init};
+    use crate::certs::fixtures::{init_ca, issue_options};
+    use crate::certs::issue::issue;
 
     fn options(ca_dir: &Path, out: &Path) -> IntermediateOptions {
         IntermediateOptions {
@@ -178,15 +167,7 @@ mod tests {
     fn leaves_from_an_intermediate_carry_it_and_chain_to_the_root() {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
-        init(
-            &InitOptions {
-                out: root.clone(),
-                server_sans: Vec::new(),
-                force: false,
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .expect("init");
+        init_ca(&root);
         let inter = dir.path().join("inter");
         let report =
             intermediate(&options(&root, &inter), OffsetDateTime::now_utc()).expect("intermediate");
@@ -194,20 +175,10 @@ mod tests {
         assert_eq!(report.chain_len, 2);
         assert_eq!(report.issued.summary.issuer, "CN=dice fleet dev CA");
 
-        let leaf = issue(
-            &IssueOptions {
-                ca_dir: inter.clone(),
-                role: Role::Server,
-                name: "node-1".to_owned(),
-                sans: Vec::new(),
-                days: 30,
-                key_type: KeyType::EcdsaP256,
-                out: dir.path().join("leaves"),
-                force: false,
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .expect("issue from the intermediate");
+        let leaf_options =
+            issue_options(&inter, &dir.path().join("leaves"), Role::Server, "node-1");
+        let leaf =
+            issue(&leaf_options, OffsetDateTime::now_utc()).expect("issue from the intermediate");
         assert_eq!(leaf.intermediates, 1);
         let chain = load_certs(&dir.path().join("leaves/node-1.pem")).expect("chain");
         assert_eq!(chain.len(), 2);

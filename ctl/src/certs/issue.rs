@@ -52,10 +52,7 @@ pub struct IssueReport {
 
 impl fmt::Display for IssueReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        describe(f, &self.issued, self.key)?;
+        describe(f, &self.files, &self.issued, self.key)?;
         if self.intermediates > 0 {
             writeln!(
                 f,
@@ -64,23 +61,21 @@ impl fmt::Display for IssueReport {
                 if self.intermediates == 1 { "" } else { "s" }
             )?;
         }
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the CA's own not-after, {}",
-                rfc3339(end)
-            )?;
-        }
-        Ok(())
+        clamp_note(f, self.clamped_to, "CA's")
     }
 }
 
-/// `ROLE subject "..." serial ... key ... not after ... SANs ...`, then `issuer "..."`.
+/// `wrote FILE` per file, then `ROLE subject "..." serial ... key ... not
+/// after ... SANs ...`, then `issuer "..."`.
 pub(super) fn describe(
     f: &mut fmt::Formatter<'_>,
+    files: &[PathBuf],
     issued: &Issued,
     key: KeyAlgorithm,
 ) -> fmt::Result {
+    for path in files {
+        writeln!(f, "wrote {}", path.display())?;
+    }
     let summary = &issued.summary;
     write!(
         f,
@@ -96,6 +91,22 @@ pub(super) fn describe(
     }
     writeln!(f)?;
     writeln!(f, "issuer \"{}\"", summary.issuer)
+}
+
+/// `note   not after cut short to the ISSUER own not-after, TIME`, if it was.
+pub(super) fn clamp_note(
+    f: &mut fmt::Formatter<'_>,
+    clamped_to: Option<i64>,
+    issuer: &str,
+) -> fmt::Result {
+    match clamped_to {
+        Some(end) => writeln!(
+            f,
+            "note   not after cut short to the {issuer} own not-after, {}",
+            rfc3339(end)
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `OUT/NAME.pem` and `OUT/NAME-key.pem`.
@@ -193,7 +204,8 @@ mod tests {
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     use super::*;
-    use crate::certs::{InitOptions, init, keys};
+    use crate::certs::fixtures::{init_ca, issue_options, node_1_sans};
+    use crate::certs::keys;
 
     /// The certificate's extended key usages `(serverAuth, clientAuth)`.
     fn auth_usages(x509: &X509Certificate) -> (bool, bool) {
@@ -208,37 +220,16 @@ mod tests {
     fn pki() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_dir = dir.path().join("ca");
-        let options = InitOptions {
-            out: ca_dir.clone(),
-            server_sans: Vec::new(),
-            force: false,
-        };
-        init(&options, OffsetDateTime::now_utc()).expect("init");
+        init_ca(&ca_dir);
         (dir, ca_dir)
-    }
-
-    fn options(ca_dir: &Path, out: &Path, role: Role, name: &str) -> IssueOptions {
-        IssueOptions {
-            ca_dir: ca_dir.to_owned(),
-            role,
-            name: name.to_owned(),
-            sans: Vec::new(),
-            days: 30,
-            key_type: KeyType::EcdsaP256,
-            out: out.to_owned(),
-            force: false,
-        }
     }
 
     #[test]
     fn issues_servers_and_clients_with_their_usages_and_sans() {
         let (dir, ca_dir) = pki();
         let out = dir.path().join("out");
-        let mut server = options(&ca_dir, &out, Role::Server, "node-1");
-        server.sans = ["node-1.example", "10.0.0.7", "spiffe://dice/node-1"]
-            .iter()
-            .map(|s| s.parse().expect("san"))
-            .collect();
+        let mut server = issue_options(&ca_dir, &out, Role::Server, "node-1");
+        server.sans = node_1_sans();
         let report = issue(&server, OffsetDateTime::now_utc()).expect("issue server");
         assert_eq!(
             report.issued.summary.sans,
@@ -264,7 +255,7 @@ mod tests {
         let key = keys::key_pair(&load_key(&out.join("node-1-key.pem")).expect("key")).expect("kp");
         assert!(keys::matches(&key, x509.public_key()));
 
-        let client = options(&ca_dir, &out, Role::Client, "ops");
+        let client = issue_options(&ca_dir, &out, Role::Client, "ops");
         let report = issue(&client, OffsetDateTime::now_utc()).expect("issue client");
         assert_eq!(report.issued.summary.sans, ["DNS:ops"]);
         let chain = load_certs(&out.join("ops.pem")).expect("cert");
@@ -282,7 +273,7 @@ mod tests {
     #[test]
     fn validity_is_cut_to_the_ca() {
         let (dir, ca_dir) = pki();
-        let mut long = options(&ca_dir, dir.path(), Role::Client, "long");
+        let mut long = issue_options(&ca_dir, dir.path(), Role::Client, "long");
         long.days = 36_500;
         let report = issue(&long, OffsetDateTime::now_utc()).expect("issue");
         assert!(report.clamped_to.is_some());
@@ -298,7 +289,7 @@ mod tests {
         let (dir, ca_dir) = pki();
         for bad in ["", "../x", ".hidden", "a/b", "-x"] {
             let error = issue(
-                &options(&ca_dir, dir.path(), Role::Client, bad),
+                &issue_options(&ca_dir, dir.path(), Role::Client, bad),
                 OffsetDateTime::now_utc(),
             )
             .expect_err(bad);
@@ -308,7 +299,7 @@ mod tests {
             );
         }
         let error = issue(
-            &options(&ca_dir, dir.path(), Role::Server, "web server"),
+            &issue_options(&ca_dir, dir.path(), Role::Server, "web server"),
             OffsetDateTime::now_utc(),
         )
         .expect_err("no SAN");
@@ -316,7 +307,7 @@ mod tests {
 
         let missing = dir.path().join("nowhere");
         let error = issue(
-            &options(&missing, dir.path(), Role::Client, "x"),
+            &issue_options(&missing, dir.path(), Role::Client, "x"),
             OffsetDateTime::now_utc(),
         )
         .expect_err("no CA");

@@ -3,11 +3,15 @@
 //!
 //! rcgen with the ring backend signs with PKCS#8 keys only and cannot make
 //! RSA keys, so PKCS#1 (`RSA PRIVATE KEY`) and SEC1 (`EC PRIVATE KEY`) keys
-//! are rewrapped as PKCS#8 here, and RSA keys are made with the `rsa` crate.
+//! are rewrapped as PKCS#8 here (with the `der`, `pkcs1` and `pkcs8` crates),
+//! and RSA keys are made with the `rsa` crate.
 //! Keys are always written as PKCS#8 (`PRIVATE KEY`).
 
 use std::fmt;
 
+use der::asn1::{AnyRef, ObjectIdentifier};
+use der::{Decode, Encode, Reader, SliceReader, Tag, TagNumber, Tagged};
+use pkcs8::{AlgorithmIdentifierRef, PrivateKeyInfo};
 use rcgen::{KeyPair, PublicKeyData};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::oid_registry::{
@@ -177,104 +181,54 @@ pub fn matches(key: &KeyPair, spki: &SubjectPublicKeyInfo<'_>) -> bool {
     key.der_bytes() == spki.subject_public_key.data.as_ref()
 }
 
-/// `rsaEncryption` (1.2.840.113549.1.1.1), DER-encoded.
-const OID_RSA_ENCRYPTION_DER: &[u8] = &[
-    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
-];
-/// `id-ecPublicKey` (1.2.840.10045.2.1), DER-encoded.
-const OID_EC_PUBLIC_KEY_DER: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// `id-ecPublicKey` (1.2.840.10045.2.1), the PKCS#8 algorithm of every EC key.
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
-const TAG_INTEGER: u8 = 0x02;
-const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_NULL: u8 = 0x05;
-const TAG_OID: u8 = 0x06;
-const TAG_SEQUENCE: u8 = 0x30;
-/// `[0]` EXPLICIT, the parameters of a SEC1 `ECPrivateKey`.
-const TAG_EC_PARAMETERS: u8 = 0xa0;
+/// `[0]` EXPLICIT, the parameters (the named curve) of a SEC1 `ECPrivateKey`.
+const TAG_EC_PARAMETERS: Tag = Tag::ContextSpecific {
+    constructed: true,
+    number: TagNumber::N0,
+};
 
 /// Rewraps a PKCS#1 or SEC1 key as PKCS#8 (RFC 5208 `PrivateKeyInfo`); PKCS#8 passes through.
 pub fn to_pkcs8(key: &PrivateKeyDer<'_>) -> Result<Vec<u8>, String> {
+    let curve;
     let algorithm = match key {
         PrivateKeyDer::Pkcs8(pkcs8) => return Ok(pkcs8.secret_pkcs8_der().to_vec()),
-        PrivateKeyDer::Pkcs1(_) => {
-            let mut algorithm = OID_RSA_ENCRYPTION_DER.to_vec();
-            algorithm.extend_from_slice(&[TAG_NULL, 0x00]);
-            algorithm
-        }
+        PrivateKeyDer::Pkcs1(_) => pkcs1::ALGORITHM_ID,
         PrivateKeyDer::Sec1(ec) => {
-            let curve = sec1_curve(ec.secret_sec1_der()).ok_or(
+            curve = sec1_curve(ec.secret_sec1_der()).ok_or(
                 "EC key without a named curve: write it with its parameters (openssl ec -param_enc named_curve)",
             )?;
-            let mut algorithm = OID_EC_PUBLIC_KEY_DER.to_vec();
-            algorithm.extend_from_slice(curve);
-            algorithm
+            AlgorithmIdentifierRef {
+                oid: OID_EC_PUBLIC_KEY,
+                parameters: Some(AnyRef::from(&curve)),
+            }
         }
         _ => return Err("unsupported private key form".to_owned()),
     };
-    let inner = key.secret_der();
-    let mut body = vec![TAG_INTEGER, 0x01, 0x00];
-    body.extend(tlv(TAG_SEQUENCE, &algorithm));
-    body.extend(tlv(TAG_OCTET_STRING, inner));
-    Ok(tlv(TAG_SEQUENCE, &body))
+    PrivateKeyInfo::new(algorithm, key.secret_der())
+        .to_der()
+        .map_err(|error| format!("cannot rewrap the key as PKCS#8: {error}"))
 }
 
-/// The named-curve OID (as a whole TLV) of a SEC1 `ECPrivateKey`:
+/// The named curve of a SEC1 `ECPrivateKey`:
 /// `SEQUENCE { INTEGER 1, OCTET STRING, [0] OID, [1] BIT STRING }`.
-fn sec1_curve(der: &[u8]) -> Option<&[u8]> {
-    let (tag, mut fields, _) = read_tlv(der)?;
-    if tag != TAG_SEQUENCE {
-        return None;
-    }
-    while !fields.is_empty() {
-        let (tag, value, rest) = read_tlv(fields)?;
-        if tag == TAG_EC_PARAMETERS {
-            let (inner_tag, _, _) = read_tlv(value)?;
-            return (inner_tag == TAG_OID).then_some(value);
-        }
-        fields = rest;
-    }
-    None
-}
-
-/// Reads one DER TLV: (tag, value, the bytes after it). Single-byte tags only.
-fn read_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// Encodes one DER TLV.
-fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let len = value.len();
-    let mut out = vec![tag];
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|&b| b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(value);
-    out
+fn sec1_curve(der: &[u8]) -> Option<ObjectIdentifier> {
+    let mut reader = SliceReader::new(der).ok()?;
+    let parameters = reader
+        .sequence(|fields| {
+            let mut parameters = None;
+            while !fields.is_finished() {
+                let field = AnyRef::decode(fields)?;
+                if field.tag() == TAG_EC_PARAMETERS && parameters.is_none() {
+                    parameters = Some(field.value());
+                }
+            }
+            Ok(parameters)
+        })
+        .ok()??;
+    ObjectIdentifier::from_der(parameters).ok()
 }
 
 #[cfg(test)]
@@ -284,15 +238,49 @@ mod tests {
 
     use super::*;
 
+    /// Bytes from hex, for the expected encodings below.
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// PKCS#1 and SEC1 keys rewrap into the same PKCS#8 bytes, short and long
+    /// lengths alike, as the hand-written DER encoder this replaced wrote.
     #[test]
-    fn der_lengths_round_trip() {
-        for len in [0usize, 1, 127, 128, 255, 256, 1000, 70_000] {
-            let value = vec![7u8; len];
-            let encoded = tlv(TAG_OCTET_STRING, &value);
-            let (tag, read, rest) = read_tlv(&encoded).expect("parses");
-            assert_eq!((tag, read.len(), rest.len()), (TAG_OCTET_STRING, len, 0));
-        }
-        assert_eq!(read_tlv(&[0x30, 0x05, 0x01]), None);
+    fn pkcs1_and_sec1_keys_rewrap_as_before() {
+        // A PKCS#1 body is wrapped as it is, never parsed.
+        let small = hex("3003020100");
+        let pkcs1 = PrivateKeyDer::Pkcs1(small.clone().into());
+        assert_eq!(
+            to_pkcs8(&pkcs1),
+            Ok(hex(
+                "3019020100300d06092a864886f70d010101050004053003020100"
+            ))
+        );
+        let large = [hex("30820128"), vec![7; 296]].concat();
+        let pkcs1 = PrivateKeyDer::Pkcs1(large.clone().into());
+        let prefix = hex("30820142020100300d06092a864886f70d01010105000482012c");
+        assert_eq!(to_pkcs8(&pkcs1), Ok([prefix, large].concat()));
+
+        // An openssl P-256 key (`openssl ecparam -genkey -noout`): the curve
+        // moves into the algorithm, the SEC1 key stays whole.
+        let sec1 = hex(concat!(
+            "30770201010420e7b91f75c840c1900634699202e469a6623fd3b872076226554f59a5",
+            "7349a223a00a06082a8648ce3d030107a14403420004145400aa6108e6c99e3bb6d2d0",
+            "8566b6e8f8230565a12b3bec2f9c288adb8a84f7c2ceafa136a12d58a51ff9fbc184b6",
+            "1b3a68abd19438f5205d0defde5941b4",
+        ));
+        let key = PrivateKeyDer::Sec1(sec1.clone().into());
+        let prefix = hex("308193020100301306072a8648ce3d020106082a8648ce3d0301070479");
+        assert_eq!(to_pkcs8(&key), Ok([prefix, sec1].concat()));
+        key_pair(&key).expect("ring signs with the rewrapped key");
+
+        // Without the [0] parameters there is no curve to name.
+        let unnamed = PrivateKeyDer::Sec1(hex("300602010104010a").into());
+        let error = to_pkcs8(&unnamed).expect_err("no curve");
+        assert!(error.contains("without a named curve"), "{error}");
     }
 
     #[test]

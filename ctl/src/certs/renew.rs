@@ -64,18 +64,8 @@ impl fmt::Display for RenewReport {
             "renewed serial {} -> {}",
             self.old_serial, self.issued.summary.serial
         )?;
-        for path in &self.files {
-            writeln!(f, "wrote {}", path.display())?;
-        }
-        super::issue::describe(f, &self.issued, self.key)?;
-        if let Some(end) = self.clamped_to {
-            writeln!(
-                f,
-                "note   not after cut short to the CA's own not-after, {}",
-                dice_proto::cert::rfc3339(end)
-            )?;
-        }
-        Ok(())
+        super::issue::describe(f, &self.files, &self.issued, self.key)?;
+        super::issue::clamp_note(f, self.clamped_to, "CA's")
     }
 }
 
@@ -291,36 +281,19 @@ mod tests {
 
     use super::*;
     use crate::certs::build::Role;
-    use crate::certs::issue::{IssueOptions, issue};
+    use crate::certs::fixtures::{init_ca, issue_options, node_1_sans};
+    use crate::certs::issue::issue;
     use crate::certs::keys::KeyType;
-    use crate::certs::{InitOptions, init};
 
     fn setup(key_type: KeyType) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = dir.path().join("ca");
-        init(
-            &InitOptions {
-                out: ca.clone(),
-                server_sans: Vec::new(),
-                force: false,
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .expect("init");
+        init_ca(&ca);
         let out = dir.path().join("node");
-        let options = IssueOptions {
-            ca_dir: ca.clone(),
-            role: Role::Server,
-            name: "node-1".to_owned(),
-            sans: ["node-1.example", "10.0.0.7", "spiffe://dice/node-1"]
-                .iter()
-                .map(|s| s.parse().expect("san"))
-                .collect(),
-            days: 10,
-            key_type,
-            out: out.clone(),
-            force: false,
-        };
+        let mut options = issue_options(&ca, &out, Role::Server, "node-1");
+        options.sans = node_1_sans();
+        options.days = 10;
+        options.key_type = key_type;
         issue(&options, OffsetDateTime::now_utc()).expect("issue");
         (dir, ca, out.join("node-1.pem"), out.join("node-1-key.pem"))
     }
@@ -379,15 +352,7 @@ mod tests {
     fn renew_refuses_a_wrong_key_or_ca() {
         let (dir, ca, cert, key) = setup(KeyType::EcdsaP256);
         let other_ca = dir.path().join("other");
-        init(
-            &InitOptions {
-                out: other_ca.clone(),
-                server_sans: Vec::new(),
-                force: false,
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .expect("init");
+        init_ca(&other_ca);
         let before = fs::read(&cert).expect("cert");
         let error = renew(
             &RenewOptions {

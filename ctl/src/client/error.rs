@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rustls::CertificateError;
 
 /// The step at which talking to a node failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodeErrorKind {
     /// The TCP connection: refused, unreachable, unresolvable, or no answer by the deadline.
     Connect,

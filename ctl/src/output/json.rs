@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use dice_proto::cert::rfc3339;
+use dice_proto::cert::{CertSummary, rfc3339};
 use serde::Serialize;
 
 use crate::report::{
@@ -18,15 +18,69 @@ use crate::report::{
 /// The version of the schema below; part of every document.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `roll --output json`.
+/// The keys every fan-out document opens with.
 #[derive(Debug, Serialize)]
-struct RollDocument<'a> {
+struct RunDoc {
     schema_version: u32,
     command: &'static str,
     started_at: String,
     duration_ms: u64,
     timeout_ms: u64,
     concurrency: usize,
+}
+
+impl RunDoc {
+    fn new(command: &'static str, run: &RunInfo) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            command,
+            started_at: rfc3339(run.started_at),
+            duration_ms: ms(run.elapsed),
+            timeout_ms: ms(run.timeout),
+            concurrency: run.concurrency,
+        }
+    }
+}
+
+/// The counts every summary opens with.
+#[derive(Debug, Serialize)]
+struct CountsDoc {
+    nodes: usize,
+    ok: usize,
+    failed: usize,
+}
+
+impl CountsDoc {
+    fn new(nodes: usize, ok: usize) -> Self {
+        Self {
+            nodes,
+            ok,
+            failed: nodes - ok,
+        }
+    }
+}
+
+/// The latencies every summary ends with.
+#[derive(Debug, Serialize)]
+struct LatencyDoc {
+    latency_p50_ms: Option<u64>,
+    latency_max_ms: Option<u64>,
+}
+
+impl LatencyDoc {
+    fn new(latency: Option<(Duration, Duration)>) -> Self {
+        Self {
+            latency_p50_ms: latency.map(|(p50, _)| ms(p50)),
+            latency_max_ms: latency.map(|(_, max)| ms(max)),
+        }
+    }
+}
+
+/// `roll --output json`.
+#[derive(Debug, Serialize)]
+struct RollDocument<'a> {
+    #[serde(flatten)]
+    run: RunDoc,
     count: u32,
     nodes: Vec<RollNode<'a>>,
     summary: RollSummary,
@@ -44,22 +98,17 @@ struct RollNode<'a> {
 
 #[derive(Debug, Serialize)]
 struct RollSummary {
-    nodes: usize,
-    ok: usize,
-    failed: usize,
-    latency_p50_ms: Option<u64>,
-    latency_max_ms: Option<u64>,
+    #[serde(flatten)]
+    counts: CountsDoc,
+    #[serde(flatten)]
+    latency: LatencyDoc,
 }
 
 /// `health --output json`.
 #[derive(Debug, Serialize)]
 struct HealthDocument<'a> {
-    schema_version: u32,
-    command: &'static str,
-    started_at: String,
-    duration_ms: u64,
-    timeout_ms: u64,
-    concurrency: usize,
+    #[serde(flatten)]
+    run: RunDoc,
     expiry_warning_ms: u64,
     nodes: Vec<HealthNode<'a>>,
     summary: HealthSummary,
@@ -81,6 +130,15 @@ struct HealthNode<'a> {
 
 #[derive(Debug, Serialize)]
 struct CertDoc<'a> {
+    #[serde(flatten)]
+    summary: CertSummaryDoc<'a>,
+    expiring: bool,
+}
+
+/// A certificate's subject, issuer, serial, SANs and validity, the keys
+/// every JSON document that shows a certificate opens it with.
+#[derive(Debug, Serialize)]
+pub(crate) struct CertSummaryDoc<'a> {
     subject: &'a str,
     issuer: &'a str,
     serial: &'a str,
@@ -88,7 +146,21 @@ struct CertDoc<'a> {
     not_before: String,
     not_after: String,
     days_left: i64,
-    expiring: bool,
+}
+
+impl<'a> CertSummaryDoc<'a> {
+    /// The keys of `summary`, with `days_left` whole days of validity left.
+    pub(crate) fn new(summary: &'a CertSummary, days_left: i64) -> Self {
+        Self {
+            subject: &summary.subject,
+            issuer: &summary.issuer,
+            serial: &summary.serial,
+            sans: &summary.sans,
+            not_before: rfc3339(summary.not_before),
+            not_after: rfc3339(summary.not_after),
+            days_left,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -113,17 +185,16 @@ struct WarningDoc<'a> {
 
 #[derive(Debug, Serialize)]
 struct HealthSummary {
-    nodes: usize,
-    ok: usize,
-    failed: usize,
+    #[serde(flatten)]
+    counts: CountsDoc,
     serving: usize,
     not_serving: usize,
     unreachable: usize,
     tls_error: usize,
     timeout: usize,
     expiring: usize,
-    latency_p50_ms: Option<u64>,
-    latency_max_ms: Option<u64>,
+    #[serde(flatten)]
+    latency: LatencyDoc,
 }
 
 #[derive(Debug, Serialize)]
@@ -147,16 +218,6 @@ fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The run's common keys: `started_at`, `duration_ms`, `timeout_ms`, `concurrency`.
-fn run_keys(run: &RunInfo) -> (String, u64, u64, usize) {
-    (
-        rfc3339(run.started_at),
-        ms(run.elapsed),
-        ms(run.timeout),
-        run.concurrency,
-    )
-}
-
 fn document(value: &impl Serialize) -> anyhow::Result<String> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
@@ -165,23 +226,13 @@ fn document(value: &impl Serialize) -> anyhow::Result<String> {
 
 /// The `roll` document, ending in a newline.
 pub fn roll(report: &RollReport) -> anyhow::Result<String> {
-    let (started_at, duration_ms, timeout_ms, concurrency) = run_keys(&report.run);
-    let latency = report.latency();
     document(&RollDocument {
-        schema_version: SCHEMA_VERSION,
-        command: "roll",
-        started_at,
-        duration_ms,
-        timeout_ms,
-        concurrency,
+        run: RunDoc::new("roll", &report.run),
         count: report.count,
         nodes: report.rows.iter().map(roll_node).collect(),
         summary: RollSummary {
-            nodes: report.rows.len(),
-            ok: report.ok(),
-            failed: report.rows.len() - report.ok(),
-            latency_p50_ms: latency.map(|(p50, _)| ms(p50)),
-            latency_max_ms: latency.map(|(_, max)| ms(max)),
+            counts: CountsDoc::new(report.rows.len(), report.ok()),
+            latency: LatencyDoc::new(report.latency()),
         },
     })
 }
@@ -199,29 +250,19 @@ fn roll_node(row: &RollRow) -> RollNode<'_> {
 
 /// The `health` document, ending in a newline.
 pub fn health(report: &HealthReport) -> anyhow::Result<String> {
-    let (started_at, duration_ms, timeout_ms, concurrency) = run_keys(&report.run);
-    let latency = report.latency();
     document(&HealthDocument {
-        schema_version: SCHEMA_VERSION,
-        command: "health",
-        started_at,
-        duration_ms,
-        timeout_ms,
-        concurrency,
+        run: RunDoc::new("health", &report.run),
         expiry_warning_ms: ms(report.expiry_warning),
         nodes: report.rows.iter().map(health_node).collect(),
         summary: HealthSummary {
-            nodes: report.rows.len(),
-            ok: report.ok(),
-            failed: report.rows.len() - report.ok(),
+            counts: CountsDoc::new(report.rows.len(), report.ok()),
             serving: report.count(HealthStatus::Serving),
             not_serving: report.count(HealthStatus::NotServing),
             unreachable: report.count(HealthStatus::Unreachable),
             tls_error: report.count(HealthStatus::TlsError),
             timeout: report.count(HealthStatus::Timeout),
             expiring: report.expiring(),
-            latency_p50_ms: latency.map(|(p50, _)| ms(p50)),
-            latency_max_ms: latency.map(|(_, max)| ms(max)),
+            latency: LatencyDoc::new(report.latency()),
         },
     })
 }
@@ -235,13 +276,7 @@ fn health_node(row: &HealthRow) -> HealthNode<'_> {
         latency_ms: ms(row.latency),
         tls_version: row.tls_version,
         certificate: row.certificate.as_ref().map(|cert| CertDoc {
-            subject: &cert.summary.subject,
-            issuer: &cert.summary.issuer,
-            serial: &cert.summary.serial,
-            sans: &cert.summary.sans,
-            not_before: rfc3339(cert.summary.not_before),
-            not_after: rfc3339(cert.summary.not_after),
-            days_left: cert.days_left,
+            summary: CertSummaryDoc::new(&cert.summary, cert.days_left),
             expiring: cert.expiring,
         }),
         agent: row.agent.as_ref().map(|agent| AgentDoc {
@@ -268,7 +303,97 @@ fn warning(warning: &Warning) -> WarningDoc<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::NodeErrorKind;
     use crate::report::FailureKind;
+
+    /// Every key of a pretty-printed document, in order.
+    fn keys(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.trim_start().strip_prefix('"')?.split_once("\": "))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    #[test]
+    fn health_document_keeps_its_key_order() {
+        let summary = CertSummary {
+            subject: "CN=n".into(),
+            common_name: Some("n".into()),
+            issuer: "CN=ca".into(),
+            sans: vec!["DNS:n".into()],
+            serial: "01".into(),
+            not_before: 0,
+            not_after: 86_400,
+        };
+        let report = HealthReport {
+            run: RunInfo {
+                started_at: 0,
+                elapsed: Duration::from_millis(5),
+                timeout: Duration::from_secs(2),
+                concurrency: 8,
+            },
+            expiry_warning: Duration::from_secs(86_400),
+            rows: vec![HealthRow {
+                name: "n".into(),
+                address: "127.0.0.1:1".into(),
+                status: HealthStatus::Serving,
+                latency: Duration::from_millis(3),
+                tls_version: Some("TLSv1.3"),
+                certificate: Some(crate::report::CertFacts {
+                    summary,
+                    days_left: 1,
+                    expiring: true,
+                }),
+                agent: None,
+                failure: None,
+                warnings: Vec::new(),
+            }],
+        };
+        let text = health(&report).expect("json");
+        assert_eq!(
+            keys(&text),
+            [
+                "schema_version",
+                "command",
+                "started_at",
+                "duration_ms",
+                "timeout_ms",
+                "concurrency",
+                "expiry_warning_ms",
+                "nodes",
+                "name",
+                "address",
+                "ok",
+                "status",
+                "latency_ms",
+                "tls_version",
+                "certificate",
+                "subject",
+                "issuer",
+                "serial",
+                "sans",
+                "not_before",
+                "not_after",
+                "days_left",
+                "expiring",
+                "agent",
+                "error",
+                "warnings",
+                "summary",
+                "nodes",
+                "ok",
+                "failed",
+                "serving",
+                "not_serving",
+                "unreachable",
+                "tls_error",
+                "timeout",
+                "expiring",
+                "latency_p50_ms",
+                "latency_max_ms",
+            ]
+        );
+    }
 
     #[test]
     fn roll_document_has_every_key() {
@@ -286,15 +411,44 @@ mod tests {
                 values: vec![],
                 latency: Duration::from_micros(2500),
                 failure: Some(Failure {
-                    kind: FailureKind::Connect,
+                    kind: FailureKind::Node(NodeErrorKind::Connect),
                     message: "connection refused".into(),
                     hint: "start it".into(),
                     causes: vec![],
                 }),
             }],
         };
-        let value: serde_json::Value =
-            serde_json::from_str(&roll(&report).expect("json")).expect("parses");
+        let text = roll(&report).expect("json");
+        // Keys keep their order, flattened ones included.
+        assert_eq!(
+            keys(&text),
+            [
+                "schema_version",
+                "command",
+                "started_at",
+                "duration_ms",
+                "timeout_ms",
+                "concurrency",
+                "count",
+                "nodes",
+                "name",
+                "address",
+                "ok",
+                "values",
+                "latency_ms",
+                "error",
+                "kind",
+                "message",
+                "hint",
+                "summary",
+                "nodes",
+                "ok",
+                "failed",
+                "latency_p50_ms",
+                "latency_max_ms",
+            ]
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).expect("parses");
         let expected = serde_json::json!({
             "schema_version": 1,
             "command": "roll",

@@ -11,9 +11,9 @@ use std::io::{self, IsTerminal as _, Write};
 
 use anyhow::Context as _;
 
-use crate::cli::OutputFormat;
+use crate::args::OutputFormat;
 use crate::plan::Plan;
-use crate::report::{Failure, HealthReport, RollReport};
+use crate::report::{Failure, HealthReport, HealthRow, RollReport, RollRow};
 
 /// Writes `text` to stdout. A closed pipe (`dicectl roll ... | head -1`) is not
 /// an error: whoever reads has all they wanted.
@@ -82,6 +82,19 @@ fn failure_lines(name: &str, address: &str, failure: &Failure, verbose: bool) ->
     lines
 }
 
+/// Writes each failed node's [`failure_lines`] on stderr; `rows` are
+/// (name, address, failure) as [`RollRow::failed`] gives them.
+fn failures_to_stderr<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str, Option<&'a Failure>)>,
+    verbose: bool,
+) {
+    for (name, address, failure) in rows {
+        if let Some(failure) = failure {
+            stderr_lines(&failure_lines(name, address, failure, verbose));
+        }
+    }
+}
+
 /// The first slice's scripting form of `roll`: each value on its own line on
 /// stdout; a failure as one line on stderr (`dicectl: node ADDR: KIND: ...`).
 pub fn roll_terse(report: &RollReport, verbose: bool) -> anyhow::Result<()> {
@@ -92,42 +105,30 @@ pub fn roll_terse(report: &RollReport, verbose: bool) -> anyhow::Result<()> {
         }
     }
     stdout(&text)?;
-    for row in &report.rows {
-        if let Some(failure) = &row.failure {
-            stderr_lines(&failure_lines(&row.name, &row.address, failure, verbose));
-        }
-    }
+    failures_to_stderr(report.rows.iter().map(RollRow::failed), verbose);
     Ok(())
 }
 
 /// Writes a `roll` report as `format`; with `verbose`, every failure in full on stderr.
 pub fn roll(report: &RollReport, format: OutputFormat, verbose: bool) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Table => stdout(&table::roll(report, colour_stdout()))?,
-        OutputFormat::Json => stdout(&json::roll(report)?)?,
-    }
+    stdout(&match format {
+        OutputFormat::Table => table::roll(report, colour_stdout()),
+        OutputFormat::Json => json::roll(report)?,
+    })?;
     if verbose {
-        for row in &report.rows {
-            if let Some(failure) = &row.failure {
-                stderr_lines(&failure_lines(&row.name, &row.address, failure, true));
-            }
-        }
+        failures_to_stderr(report.rows.iter().map(RollRow::failed), true);
     }
     Ok(())
 }
 
 /// Writes a `health` report as `format`; with `verbose`, every failure in full on stderr.
 pub fn health(report: &HealthReport, format: OutputFormat, verbose: bool) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Table => stdout(&table::health(report, colour_stdout()))?,
-        OutputFormat::Json => stdout(&json::health(report)?)?,
-    }
+    stdout(&match format {
+        OutputFormat::Table => table::health(report, colour_stdout()),
+        OutputFormat::Json => json::health(report)?,
+    })?;
     if verbose {
-        for row in &report.rows {
-            if let Some(failure) = &row.failure {
-                stderr_lines(&failure_lines(&row.name, &row.address, failure, true));
-            }
-        }
+        failures_to_stderr(report.rows.iter().map(HealthRow::failed), true);
     }
     Ok(())
 }

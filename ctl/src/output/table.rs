@@ -288,6 +288,7 @@ pub fn health(report: &HealthReport, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::NodeErrorKind;
     use crate::report::{Failure, FailureKind, RollRow, RunInfo};
 
     fn run() -> RunInfo {
@@ -317,8 +318,13 @@ mod tests {
             count: 2,
             rows: vec![
                 row("a", &[1, 6], 3, None),
-                row("bb", &[], 1000, Some(FailureKind::Timeout)),
-                row("ccc", &[2], 12, Some(FailureKind::Rpc)),
+                row(
+                    "bb",
+                    &[],
+                    1000,
+                    Some(FailureKind::Node(NodeErrorKind::Timeout)),
+                ),
+                row("ccc", &[2], 12, Some(FailureKind::Node(NodeErrorKind::Rpc))),
                 row("dddd", &[5, 5], 4, None),
             ],
         }
