@@ -17,6 +17,8 @@
 //! - [`certs_cli`] runs `dicectl certs` (CA directories, leaves, renewals) and keeps a
 //!   client rolling while a test rotates certificates; [`foreign_pki`] makes PKIs the way
 //!   openssl and cfssl do, and runs `openssl verify` and `openssl s_client`.
+//! - [`heavy::many_connections`] keeps the tests that open connections by the
+//!   hundred from running at the same time.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
@@ -41,6 +43,7 @@ pub mod foreign_pki;
 pub mod golden;
 pub mod h2raw;
 pub mod handshake;
+pub mod heavy;
 pub mod metrics;
 pub mod nginx;
 pub mod openssl;

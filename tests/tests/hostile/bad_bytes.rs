@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use dice_tests::abuse::{Watch, h2_connect, raw_call};
 use dice_tests::h2raw::{ROLL_DIE, grpc_message};
+use dice_tests::heavy::many_connections;
 use dice_tests::{Agent, Pki, TlsClient, tempdir, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,6 +62,8 @@ async fn send_and_expect_close(
 
 #[tokio::test]
 async fn plaintext_http1_on_the_mtls_port() {
+    // Hundreds of connections at once: one such test at a time.
+    let _heavy = many_connections().await;
     let dir = tempdir();
     let pki = Pki::new(dir.path());
     let agent = Agent::spawn(&hostile(&pki).handshake_timeout("5s"));
@@ -80,6 +83,8 @@ async fn plaintext_http1_on_the_mtls_port() {
 
 #[tokio::test]
 async fn random_bytes_on_the_mtls_port() {
+    // Hundreds of connections at once: one such test at a time.
+    let _heavy = many_connections().await;
     let dir = tempdir();
     let pki = Pki::new(dir.path());
     let agent = Agent::spawn(&hostile(&pki).handshake_timeout("2s"));
