@@ -1,15 +1,34 @@
 //! The mTLS listener: rolls, refusals, health, reflection, agent info, and
 //! resistance to idle connections.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, handshake, roll_once, status_chain};
-use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, tempdir, within};
-use tokio::net::TcpStream;
+use dice_tests::heavy::{many_connections, silent_connections};
+use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, tempdir, within};
 
 /// A deadline for one roll: far below the agent's 10 s handshake timeout.
 const ROLL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Asserts that `bad` (described by `what`) is refused at the TLS handshake
+/// and cannot roll, and that a good client of `pki` still rolls afterwards.
+async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str) {
+    let refused = handshake(addr, bad)
+        .await
+        .expect_err(&format!("{what} must be refused"));
+    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
+    eprintln!("refused: {refused}");
+
+    let result = roll_once(addr, bad).await;
+    assert!(result.is_err(), "a roll as {what} succeeded: {result:?}");
+
+    // The agent is still fine for a good client.
+    roll_once(addr, &pki.client_tls())
+        .await
+        .expect("good client rolls");
+}
 
 #[tokio::test]
 async fn roll_over_mtls_succeeds() {
@@ -50,22 +69,13 @@ async fn client_without_certificate_is_refused() {
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 
-    let refused = handshake(addr, &pki.client_tls_without_cert())
-        .await
-        .expect_err("a client without a certificate must be refused");
-    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
-    eprintln!("refused: {refused}");
-
-    let result = roll_once(addr, &pki.client_tls_without_cert()).await;
-    assert!(
-        result.is_err(),
-        "a roll without a client certificate succeeded: {result:?}"
-    );
-
-    // The agent is still fine for a good client.
-    roll_once(addr, &pki.client_tls())
-        .await
-        .expect("good client rolls");
+    assert_refused(
+        addr,
+        &pki,
+        &pki.client_tls_without_cert(),
+        "a client without a certificate",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -78,20 +88,13 @@ async fn client_certificate_from_another_ca_is_refused() {
 
     // Trusts the right server CA, but presents a certificate from another CA.
     let stranger = pki.client_tls_as(other.client());
-    let refused = handshake(addr, &stranger)
-        .await
-        .expect_err("a client certificate from another CA must be refused");
-    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
-    eprintln!("refused: {refused}");
-
-    let result = roll_once(addr, &stranger).await;
-    assert!(
-        result.is_err(),
-        "a roll with another CA's certificate succeeded: {result:?}"
-    );
-    roll_once(addr, &pki.client_tls())
-        .await
-        .expect("good client rolls");
+    assert_refused(
+        addr,
+        &pki,
+        &stranger,
+        "a client certificate from another CA",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -187,6 +190,8 @@ async fn agent_info_names_the_node_and_its_certificate() {
 
 #[tokio::test]
 async fn idle_connections_do_not_delay_a_good_client() {
+    // A crowd of connections and a 2 s deadline: one such test at a time.
+    let _heavy = many_connections().await;
     let dir = tempdir();
     let pki = Pki::new(dir.path());
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
@@ -194,14 +199,7 @@ async fn idle_connections_do_not_delay_a_good_client() {
 
     // 100 connections that never send a byte: each one holds a handshake open
     // until the agent's 10 s handshake timeout.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(
-            TcpStream::connect(addr)
-                .await
-                .expect("open an idle connection"),
-        );
-    }
+    let idle = silent_connections(addr, 100).await;
 
     let start = Instant::now();
     let value = within(ROLL_DEADLINE, "a roll beside 100 idle connections", async {

@@ -3,12 +3,11 @@
 //! hold [`many_connections`], so they never run at the same time as each
 //! other or as the other connection bursts.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use dice_tests::abuse::Watch;
 use dice_tests::client::roll_once;
-use dice_tests::heavy::many_connections;
+use dice_tests::heavy::{many_connections, silent_connections};
 use dice_tests::{Agent, Pki, tempdir};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -17,19 +16,6 @@ use super::{DEADLINE, PROMPTLY, h2c, handshakes, hostile, mtls, open_connections
 
 /// How many silent connections each test opens.
 const SILENT: usize = 1000;
-
-/// Opens [`SILENT`] connections to `addr`, one after another, and sends nothing.
-async fn open_silent(addr: SocketAddr) -> Vec<TcpStream> {
-    let mut silent = Vec::with_capacity(SILENT);
-    for _ in 0..SILENT {
-        silent.push(
-            TcpStream::connect(addr)
-                .await
-                .expect("open a silent connection"),
-        );
-    }
-    silent
-}
 
 /// Waits for the agent to close every one of `silent` within [`DEADLINE`];
 /// `expected` says which timeout should have closed them.
@@ -52,7 +38,7 @@ async fn thousand_silent_connections_on_the_mtls_port() {
     let addr = agent.addr("mtls");
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
-    let silent = open_silent(addr).await;
+    let silent = silent_connections(addr, SILENT).await;
     // A good client gets in at once beside them (1000 < max_handshakes 1024).
     let started = Instant::now();
     roll_once(addr, &pki.client_tls())
@@ -81,7 +67,7 @@ async fn thousand_silent_connections_on_the_h2c_port() {
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 
     let started = Instant::now();
-    let silent = open_silent(addr).await;
+    let silent = silent_connections(addr, SILENT).await;
     let opened = started.elapsed();
     let open = open_connections(&agent, "h2c").await;
     eprintln!("1000 silent h2c connections opened in {opened:?}; the agent holds {open}");
