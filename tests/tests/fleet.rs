@@ -216,6 +216,17 @@ impl MixedFleet {
         all.extend_from_slice(args);
         run_ctl_in(self.dir.path(), all)
     }
+
+    /// Runs `dicectl --fleet FILE ARGS` over the whole fleet, bad nodes
+    /// included: it exits 1, says nothing on stderr (no `-v`), and takes
+    /// about one timeout.
+    fn run_with_failures(&self, args: &[&str]) -> RunOutput {
+        let (output, elapsed) = self.run(args);
+        output.assert_code(1);
+        assert_eq!(output.stderr, "", "nothing on stderr without -v\n{output}");
+        assert_about_one_timeout(elapsed, &output);
+        output
+    }
 }
 
 /// Asserts the run took about one timeout: at least one (a silent node waits
@@ -231,16 +242,10 @@ fn assert_about_one_timeout(elapsed: Duration, output: &RunOutput) {
 fn health_over_a_mixed_fleet() {
     let fleet = MixedFleet::start();
 
-    let (output, elapsed) = fleet.run(&["health"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "nothing on stderr without -v\n{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["health"]);
     assert_golden("fleet-health.txt", &normalize_table(&output.stdout, None));
 
-    let (output, elapsed) = fleet.run(&["health", "--output", "json"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["health", "--output", "json"]);
     let (document, value): (HealthDocument, _) = parse_json(&output);
     assert_golden("fleet-health.json", &pretty(&normalize_json(&value)));
 
@@ -340,20 +345,14 @@ fn health_over_a_mixed_fleet() {
 fn roll_over_a_mixed_fleet() {
     let fleet = MixedFleet::start();
 
-    let (output, elapsed) = fleet.run(&["roll", "--all"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["roll", "--all"]);
     assert_golden(
         "fleet-roll.txt",
         &normalize_table(&output.stdout, Some("VALUE")),
     );
 
     // Global options after the subcommand, and several dice per node.
-    let (output, elapsed) = fleet.run(&["roll", "--all", "--count", "3", "--output", "json"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["roll", "--all", "--count", "3", "--output", "json"]);
     let (document, value): (RollDocument, _) = parse_json(&output);
     assert_golden("fleet-roll.json", &pretty(&normalize_json(&value)));
 

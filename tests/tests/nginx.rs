@@ -155,12 +155,7 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
     assert!(!rolls_a.is_empty() && !rolls_b.is_empty());
 
     a.signal(Signal::TERM);
-    let status = a.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "agent a should exit 0 after SIGTERM, got {status:?}\n{}",
-        a.dump()
-    );
+    a.assert_clean_exit(EXIT_TIMEOUT, "after SIGTERM (agent a)");
 
     let served_by_b = rolls_b.len();
     roll(10);

@@ -147,25 +147,13 @@ async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
     drop(watches);
     drop(watcher);
 
-    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK));
+    tokio::task::block_in_place(|| agent.assert_clean_exit(grace + EXIT_SLACK, "after SIGTERM"));
     stop.store(true, Ordering::Relaxed);
     let mut outcomes = Vec::new();
     for task in tasks {
         outcomes.extend(task.await.expect("roller task"));
     }
 
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "dice-agent still running {grace:?} + {EXIT_SLACK:?} after SIGTERM\n{}",
-            agent.dump()
-        )
-    });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
     assert!(signalled.elapsed() < grace + EXIT_SLACK);
 
     let broken: Vec<&String> = (outcomes.iter())
@@ -236,19 +224,13 @@ async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
 
     drop(watch);
     drop(watcher);
-    let status = tokio::task::block_in_place(|| agent.wait_exit(Duration::from_secs(5)))
-        .unwrap_or_else(|| {
-            panic!(
-                "the agent kept draining after its last call ended\n{}",
-                agent.dump()
-            )
-        });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
+    // Its last call has ended: it stops draining and exits.
+    tokio::task::block_in_place(|| {
+        agent.assert_clean_exit(
+            Duration::from_secs(5),
+            "after SIGTERM and the end of its last call",
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,20 +247,13 @@ async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
 
     let signalled = Instant::now();
     agent.signal(Signal::TERM);
-    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK))
-        .unwrap_or_else(|| {
-            panic!(
-                "the agent outlived its {grace:?} grace period\n{}",
-                agent.dump()
-            )
-        });
+    tokio::task::block_in_place(|| {
+        agent.assert_clean_exit(
+            grace + EXIT_SLACK,
+            &format!("after SIGTERM, outliving its {grace:?} grace period"),
+        )
+    });
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
 }
 
 #[test]
@@ -287,13 +262,5 @@ fn sigint_exits_zero() {
     let pki = Pki::new(dir.path());
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     agent.signal(Signal::INT);
-    let status = agent
-        .wait_exit(Duration::from_secs(5) + EXIT_SLACK)
-        .unwrap_or_else(|| panic!("the agent ignored SIGINT\n{}", agent.dump()));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGINT\n{}",
-        agent.dump()
-    );
+    agent.assert_clean_exit(Duration::from_secs(5) + EXIT_SLACK, "after SIGINT");
 }

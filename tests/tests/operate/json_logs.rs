@@ -83,12 +83,7 @@ async fn json_logs_are_one_object_per_line_with_stable_field_names() {
     .await;
     drop(client);
     agent.signal(Signal::TERM);
-    let status = agent.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "exit after SIGTERM: {status:?}\n{}",
-        agent.dump()
-    );
+    agent.assert_clean_exit(EXIT_TIMEOUT, "after SIGTERM");
 
     let lines = json_lines(&agent);
     let timestamp = Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$").expect("regex");
@@ -209,7 +204,7 @@ fn the_log_format_flag_overrides_the_config() {
         .arg("json");
     let mut agent = Agent::spawn(&config);
     agent.signal(Signal::TERM);
-    assert!(agent.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
+    agent.assert_clean_exit(EXIT_TIMEOUT, "after SIGTERM");
     let lines = json_lines(&agent);
     only(&lines, "ready");
     only(&lines, "stopped");

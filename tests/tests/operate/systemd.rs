@@ -135,12 +135,7 @@ fn sd_notify_ready_after_binding_reloading_on_sighup_stopping_on_sigterm() {
     agent.signal(Signal::TERM);
     let stopping = next_notice(&notices, &agent, "STOPPING=1");
     assert_fields(&stopping, &[("STOPPING", "1"), ("STATUS", "draining")]);
-    let status = agent.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "exit after SIGTERM: {status:?}\n{}",
-        agent.dump()
-    );
+    agent.assert_clean_exit(EXIT_TIMEOUT, "after SIGTERM");
 }
 
 /// `config/dice-agent.service` as `(section, key) -> values`, in order.
