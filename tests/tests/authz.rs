@@ -204,19 +204,7 @@ fn dicectl_roll_as_a_denied_client_names_the_refusal() {
     let agent = Agent::spawn(&allow_config(&pki, &[CLIENT_CN]));
     let node = agent.addr("mtls").to_string();
 
-    let roll = |who: &Identity| {
-        Ctl::run([
-            "roll".as_ref(),
-            "--node".as_ref(),
-            node.as_ref(),
-            "--ca".as_ref(),
-            pki.ca_cert().as_os_str(),
-            "--cert".as_ref(),
-            who.cert.as_os_str(),
-            "--key".as_ref(),
-            who.key.as_os_str(),
-        ])
-    };
+    let roll = |who: &Identity| Ctl::roll(&node, pki.ca_cert(), &who.cert, &who.key);
     roll(pki.client()).assert_success();
     let denied = roll(&intruder);
     denied.assert_code(1);

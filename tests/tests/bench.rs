@@ -1,6 +1,7 @@
 //! `dicectl bench` against a real agent: it loads the node for about a
 //! second over mTLS and h2c, and its JSON says how many RPCs succeeded.
 
+use dice_tests::fleet::closed_port;
 use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, tempdir};
 use serde_json::Value;
 
@@ -108,9 +109,7 @@ fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
 
 #[test]
 fn bench_against_a_dead_node_reports_errors_and_exits_1() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let addr = closed_port();
     let run = Ctl::run([
         "--output",
         "json",

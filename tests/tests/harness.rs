@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dice_proto::api::RollDieRequest;
 use dice_proto::api::dice_service_server::DiceServiceServer;
 use dice_tests::client::{handshake, is_clean_refusal, roll_once};
+use dice_tests::fleet::closed_port;
 use dice_tests::reference::{self, Dice};
 use dice_tests::{
     Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, poll_until_async, tempdir,
@@ -117,10 +118,7 @@ async fn clients_and_handshakes_work_against_a_reference_server() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_clean_refusal() {
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("local addr")
-    };
+    let addr = closed_port();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_lazy();

@@ -12,6 +12,15 @@ use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, tem
 /// A deadline for one roll: far below the agent's 10 s handshake timeout.
 const ROLL_DEADLINE: Duration = Duration::from_secs(2);
 
+/// Spawns an agent with `config` and connects an mTLS client of `pki` to it.
+async fn agent_and_client(pki: &Pki, config: &AgentConfig) -> (Agent, Client) {
+    let agent = Agent::spawn(config);
+    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS");
+    (agent, client)
+}
+
 /// Asserts that `bad` (described by `what`) is refused at the TLS handshake
 /// and cannot roll, and that a good client of `pki` still rolls afterwards.
 async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str) {
@@ -34,11 +43,7 @@ async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str
 async fn roll_over_mtls_succeeds() {
     let dir = tempdir();
     let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for _ in 0..20 {
         let value = client.roll().await.expect("roll over mTLS");
         assert!((1..=6).contains(&value), "rolled {value}");
@@ -122,11 +127,7 @@ async fn plaintext_client_on_the_mtls_port_fails() {
 async fn health_is_serving_for_the_server_and_the_dice_service() {
     let dir = tempdir();
     let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for service in ["", DICE_SERVICE_NAME] {
         let status = client.health(service).await.expect("health check");
         assert_eq!(status, ServingStatus::Serving, "health for {service:?}");
@@ -144,11 +145,7 @@ async fn health_is_serving_for_the_server_and_the_dice_service() {
 async fn reflection_lists_the_dice_service() {
     let dir = tempdir();
     let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     let v1 = client.list_services().await.expect("reflection v1");
     assert!(
         v1.iter().any(|name| name == DICE_SERVICE_NAME),
@@ -168,11 +165,8 @@ async fn reflection_lists_the_dice_service() {
 async fn agent_info_names_the_node_and_its_certificate() {
     let dir = tempdir();
     let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki).node("info-node-7"));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_agent, client) =
+        agent_and_client(&pki, &AgentConfig::standard(&pki).node("info-node-7")).await;
     let info = client.info().await.expect("GetInfo");
     assert_eq!(info.node, "info-node-7");
     assert!(

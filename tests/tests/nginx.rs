@@ -42,17 +42,7 @@ fn python_client_and_dicectl_roll_through_nginx() {
     assert_eq!(values.len(), 6);
 
     let client = pki.client();
-    let roll = Ctl::run([
-        "roll".as_ref(),
-        "--node".as_ref(),
-        nginx.addr().to_string().as_ref(),
-        "--ca".as_ref(),
-        pki.ca_cert().as_os_str(),
-        "--cert".as_ref(),
-        client.cert.as_os_str(),
-        "--key".as_ref(),
-        client.key.as_os_str(),
-    ]);
+    let roll = Ctl::roll(nginx.addr(), pki.ca_cert(), &client.cert, &client.key);
     roll.assert_success();
     let value: i32 = roll
         .stdout

@@ -64,17 +64,7 @@ async fn assert_rolls(agent: &Agent, tls: &TlsClient) {
 }
 
 fn dicectl_roll(node: SocketAddr, pki: &Pki, who: &Identity) -> RunOutput {
-    Ctl::run([
-        "roll".as_ref(),
-        "--node".as_ref(),
-        node.to_string().as_ref(),
-        "--ca".as_ref(),
-        pki.ca_cert().as_os_str(),
-        "--cert".as_ref(),
-        who.cert.as_os_str(),
-        "--key".as_ref(),
-        who.key.as_os_str(),
-    ])
+    Ctl::roll(node, pki.ca_cert(), &who.cert, &who.key)
 }
 
 fn check(config: &AgentConfig, dir: &Path) -> RunOutput {
