@@ -22,7 +22,8 @@ mod silent;
 use std::time::{Duration, Instant};
 
 use dice_tests::abuse::{Target, sample, scrape};
-use dice_tests::{Agent, AgentConfig, Pki};
+use dice_tests::{Agent, AgentConfig, Pki, tempdir};
+use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How long the agent may take to close a connection it should close at once.
@@ -53,6 +54,16 @@ fn hostile(pki: &Pki) -> AgentConfig {
     AgentConfig::standard(pki)
         .log_level("info")
         .extra("[metrics]\naddress = \"127.0.0.1:0\"")
+}
+
+/// A fresh PKI and a running [`hostile`] agent, its config passed through
+/// `tweak` first. The directory holds the agent's files: keep it while the
+/// agent runs.
+fn spawn_hostile(tweak: impl FnOnce(AgentConfig) -> AgentConfig) -> (TempDir, Pki, Agent) {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let agent = Agent::spawn(&tweak(hostile(&pki)));
+    (dir, pki, agent)
 }
 
 fn mtls(agent: &Agent, pki: &Pki) -> Target {

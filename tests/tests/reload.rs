@@ -87,6 +87,14 @@ impl Rig {
         );
     }
 
+    /// The serial of the certificate the agent started with, after checking
+    /// that a fresh handshake shows it (`when`).
+    async fn original_serial(&self, when: &str) -> String {
+        let old = self.pki.server().serial().to_owned();
+        self.assert_serving(&old, when).await;
+        old
+    }
+
     /// The info API reports `serial` for the mTLS listener.
     async fn assert_info_serial(&self, serial: &str) {
         let info = self.info.info().await.expect("GetInfo");
@@ -138,8 +146,7 @@ fn path_str(path: &Path) -> &str {
 #[tokio::test]
 async fn certificate_overwritten_in_place_is_served() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    let old = rig.original_serial("before the rotation").await;
     rig.assert_info_serial(&old).await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
@@ -169,8 +176,7 @@ async fn change_made_right_after_ready_is_not_missed() {
 #[tokio::test]
 async fn certificate_renamed_over_the_old_file_is_served() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    rig.original_serial("before the rotation").await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
     rig.live.rotate(&next, Replace::Rename);
@@ -216,8 +222,7 @@ async fn kubernetes_data_symlink_swap_is_served() {
 #[tokio::test]
 async fn new_key_before_its_certificate_keeps_serving_the_old_pair() {
     let rig = Rig::start("[reload]\npoll_interval = \"0s\"\nsettle_period = \"500ms\"\n").await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    let old = rig.original_serial("before the rotation").await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
     rig.live.write_key(&next, Replace::Rename);
@@ -263,8 +268,7 @@ async fn new_key_before_its_certificate_keeps_serving_the_old_pair() {
 #[tokio::test]
 async fn corrupt_certificate_keeps_the_old_one_and_says_why() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     // Half a certificate, as a copy that was cut short leaves it.
     let next = rig.pki.issue(&LeafSpec::server("next"));
@@ -289,8 +293,7 @@ async fn corrupt_certificate_keeps_the_old_one_and_says_why() {
 #[tokio::test]
 async fn deleted_certificate_keeps_the_old_one_and_says_why() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     let saved = read(&rig.live.cert);
     std::fs::remove_file(&rig.live.cert).expect("delete the certificate");
@@ -317,8 +320,7 @@ async fn deleted_certificate_keeps_the_old_one_and_says_why() {
 #[tokio::test]
 async fn expired_certificate_is_rejected() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     let expired = rig.pki.issue(&LeafSpec::server("expired").expired());
     rig.live.rotate(&expired, Replace::Rename);

@@ -1,6 +1,7 @@
 //! Bad bytes on the mTLS port: plaintext HTTP/1.1, random bytes and
 //! half-records, and TLS clients that do not offer ALPN `h2`.
 
+use std::convert::identity;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,13 +9,15 @@ use std::time::{Duration, Instant};
 use dice_tests::abuse::{Watch, h2_connect, raw_call};
 use dice_tests::h2raw::{ROLL_DIE, grpc_message};
 use dice_tests::heavy::many_connections;
-use dice_tests::{Agent, Pki, TlsClient, tempdir, within};
+use dice_tests::{TlsClient, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
-use super::{DEADLINE, Noise, PROMPTLY, for_a_while, handshakes, hostile, mtls, read_to_close};
+use super::{
+    DEADLINE, Noise, PROMPTLY, for_a_while, handshakes, mtls, read_to_close, spawn_hostile,
+};
 
 /// Opens `count` connections to `addr` at once, each sending `payload(i)`,
 /// and checks that the agent closes every one within `within` without ever
@@ -64,9 +67,7 @@ async fn send_and_expect_close(
 async fn plaintext_http1_on_the_mtls_port() {
     // Hundreds of connections at once: one such test at a time.
     let _heavy = many_connections().await;
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).handshake_timeout("5s"));
+    let (_dir, pki, agent) = spawn_hostile(|config| config.handshake_timeout("5s"));
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
     // Not TLS at all: refused on the first bytes, long before the handshake timeout.
@@ -85,9 +86,7 @@ async fn plaintext_http1_on_the_mtls_port() {
 async fn random_bytes_on_the_mtls_port() {
     // Hundreds of connections at once: one such test at a time.
     let _heavy = many_connections().await;
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).handshake_timeout("2s"));
+    let (_dir, pki, agent) = spawn_hostile(|config| config.handshake_timeout("2s"));
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
     let mut noise = Noise(0x5eed_d1ce);
@@ -138,9 +137,7 @@ async fn connect_with_alpn(
 
 #[tokio::test]
 async fn tls_client_without_alpn_h2() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, pki, agent) = spawn_hostile(identity);
     let addr = agent.addr("mtls");
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
     let tls = pki.client_tls();

@@ -1,6 +1,7 @@
 //! HTTP/2 frame-level abuse on the h2c port: malformed frames, oversize
 //! header blocks and a CONTINUATION flood.
 
+use std::convert::identity;
 use std::net::SocketAddr;
 
 use dice_tests::abuse::Watch;
@@ -8,11 +9,11 @@ use dice_tests::h2raw::{
     self, Ending, ROLL_DIE, client_start, code, flag, frame, frame_header, grpc_request, hpack,
     kind, read_until, rst_stream, setting,
 };
-use dice_tests::{Agent, Pki, tempdir, within};
+use dice_tests::within;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{DEADLINE, Noise, for_a_while, h2c, hostile, read_to_close};
+use super::{DEADLINE, Noise, for_a_while, h2c, read_to_close, spawn_hostile};
 
 /// One malformed exchange: bytes after the connection preface, and what the
 /// agent must do about them.
@@ -150,9 +151,7 @@ async fn send_malformed(addr: SocketAddr, case: &Malformed) -> Ending {
 
 #[tokio::test]
 async fn malformed_http2_frames_on_the_h2c_port() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, _pki, agent) = spawn_hostile(identity);
     let addr = agent.addr("h2c");
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 
@@ -250,9 +249,7 @@ async fn continuation_flood(addr: SocketAddr) -> (std::io::Result<usize>, Result
 
 #[tokio::test]
 async fn oversize_headers_on_the_h2c_port() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, _pki, agent) = spawn_hostile(identity);
     let addr = agent.addr("h2c");
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 

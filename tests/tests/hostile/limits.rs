@@ -15,14 +15,13 @@ use dice_tests::h2raw::{
 };
 use dice_tests::rpc_log::rpc_lines;
 use dice_tests::{
-    Agent, AgentConfig, Client, HandshakeStage, Pki, poll_until, poll_until_async, run_agent,
-    tempdir,
+    AgentConfig, Client, HandshakeStage, Pki, poll_until, poll_until_async, run_agent, tempdir,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{DEADLINE, PROMPTLY, h2c, hostile, mtls, open_connections, read_to_close};
+use super::{DEADLINE, PROMPTLY, h2c, mtls, open_connections, read_to_close, spawn_hostile};
 
 /// The gRPC status code of a cancelled RPC.
 const CANCELLED: i32 = 1;
@@ -50,9 +49,7 @@ async fn h2c_connection(addr: SocketAddr) -> Result<TcpStream, String> {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_are_refused_at_once() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).limit("max_connections", "5"));
+    let (_dir, pki, agent) = spawn_hostile(|config| config.limit("max_connections", "5"));
     let h2c_addr = agent.addr("h2c");
     let mtls_addr = agent.addr("mtls");
     // The good client holds one of the five mTLS slots.
@@ -124,9 +121,8 @@ async fn connections_beyond_max_connections_are_refused_at_once() {
 
 #[tokio::test]
 async fn handshakes_beyond_max_handshakes_are_refused_at_once() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).max_handshakes(3).handshake_timeout("20s"));
+    let (_dir, pki, agent) =
+        spawn_hostile(|config| config.max_handshakes(3).handshake_timeout("20s"));
     let addr = agent.addr("mtls");
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), None).await;
 
@@ -165,9 +161,7 @@ async fn handshakes_beyond_max_handshakes_are_refused_at_once() {
 
 #[tokio::test]
 async fn streams_beyond_max_concurrent_streams_are_refused() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).limit("max_concurrent_streams", "4"));
+    let (_dir, _pki, agent) = spawn_hostile(|config| config.limit("max_concurrent_streams", "4"));
     let addr = agent.addr("h2c");
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 
@@ -235,12 +229,11 @@ async fn streams_beyond_max_concurrent_streams_are_refused() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let config = hostile(&pki)
-        .limit("idle_timeout", "\"1s\"")
-        .limit("request_timeout", "\"20s\"");
-    let agent = Agent::spawn(&config);
+    let (_dir, _pki, agent) = spawn_hostile(|config| {
+        config
+            .limit("idle_timeout", "\"1s\"")
+            .limit("request_timeout", "\"20s\"")
+    });
     let addr = agent.addr("h2c");
     // Rolling every 10 ms, the good client's connection is never idle.
     let watch = Watch::start(agent.pid(), h2c(&agent), None).await;
@@ -298,9 +291,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_stalled_rpc_is_cancelled_after_the_request_timeout() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).limit("request_timeout", "\"1s\""));
+    let (_dir, pki, agent) = spawn_hostile(|config| config.limit("request_timeout", "\"1s\""));
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
     let tls = pki
@@ -348,12 +339,11 @@ async fn a_stalled_rpc_is_cancelled_after_the_request_timeout() {
 
 #[tokio::test]
 async fn keepalive_pings_are_sent_and_an_unanswered_one_closes_the_connection() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let config = hostile(&pki)
-        .limit("keepalive_interval", "\"500ms\"")
-        .limit("keepalive_timeout", "\"1s\"");
-    let agent = Agent::spawn(&config);
+    let (_dir, _pki, agent) = spawn_hostile(|config| {
+        config
+            .limit("keepalive_interval", "\"500ms\"")
+            .limit("keepalive_timeout", "\"1s\"")
+    });
     let addr = agent.addr("h2c");
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 

@@ -1,12 +1,14 @@
 //! Oversize gRPC messages on both ports: RESOURCE_EXHAUSTED, and logged.
 
+use std::convert::identity;
+
 use dice_tests::abuse::{RawReply, Watch, h2_connect, raw_call};
 use dice_tests::h2raw::{ROLL_DIE, grpc_message};
+use dice_tests::poll_until;
 use dice_tests::rpc_log::rpc_lines;
-use dice_tests::{Agent, Pki, poll_until, tempdir};
 use tokio::net::TcpStream;
 
-use super::{PROMPTLY, for_a_while, hostile, mtls};
+use super::{PROMPTLY, for_a_while, mtls, spawn_hostile};
 
 /// The gRPC status code of a message over `max_message_bytes`.
 const RESOURCE_EXHAUSTED: i32 = 8;
@@ -55,9 +57,7 @@ fn assert_resource_exhausted(reply: &Result<RawReply, String>, what: &str) {
 
 #[tokio::test]
 async fn oversize_messages_on_the_mtls_and_h2c_ports() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, pki, agent) = spawn_hostile(identity);
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
     let rounds = for_a_while(async |_| {

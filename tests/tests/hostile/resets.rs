@@ -1,15 +1,17 @@
 //! Stream floods on both ports: rapid reset (CVE-2023-44487) and
 //! MadeYouReset (CVE-2025-8671).
 
+use std::convert::identity;
+
+use dice_tests::Client;
 use dice_tests::abuse::Watch;
 use dice_tests::h2raw::{
     self, Ending, ROLL_DIE, client_start, code, flag, frame, grpc_request, kind, rst_stream,
 };
-use dice_tests::{Agent, Client, Pki, tempdir};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{DEADLINE, for_a_while, h2c, hostile};
+use super::{DEADLINE, for_a_while, h2c, spawn_hostile};
 
 /// The rapid-reset pattern (CVE-2023-44487) on one connection: open a stream
 /// and reset it at once, `streams` times, as fast as the connection takes it.
@@ -90,9 +92,7 @@ where
 
 #[tokio::test]
 async fn rapid_reset_on_the_h2c_and_mtls_ports() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, pki, agent) = spawn_hostile(identity);
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
     let mtls_watch_client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
         .await
@@ -135,9 +135,7 @@ async fn rapid_reset_on_the_h2c_and_mtls_ports() {
 
 #[tokio::test]
 async fn made_you_reset_on_the_h2c_and_mtls_ports() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki));
+    let (_dir, pki, agent) = spawn_hostile(identity);
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 
     // hyper stops a connection after 1,024 streams it had to reset itself

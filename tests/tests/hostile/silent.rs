@@ -8,11 +8,12 @@ use std::time::Instant;
 use dice_tests::abuse::Watch;
 use dice_tests::client::roll_once;
 use dice_tests::heavy::{many_connections, silent_connections};
-use dice_tests::{Agent, Pki, tempdir};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{DEADLINE, PROMPTLY, h2c, handshakes, hostile, mtls, open_connections, read_to_close};
+use super::{
+    DEADLINE, PROMPTLY, h2c, handshakes, mtls, open_connections, read_to_close, spawn_hostile,
+};
 
 /// How many silent connections each test opens.
 const SILENT: usize = 1000;
@@ -32,9 +33,7 @@ async fn expect_all_closed(silent: Vec<TcpStream>, expected: &'static str) {
 #[tokio::test]
 async fn thousand_silent_connections_on_the_mtls_port() {
     let _heavy = many_connections().await;
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).handshake_timeout("2s"));
+    let (_dir, pki, agent) = spawn_hostile(|config| config.handshake_timeout("2s"));
     let addr = agent.addr("mtls");
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
@@ -60,9 +59,7 @@ async fn thousand_silent_connections_on_the_mtls_port() {
 #[tokio::test]
 async fn thousand_silent_connections_on_the_h2c_port() {
     let _heavy = many_connections().await;
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&hostile(&pki).limit("idle_timeout", "\"2s\""));
+    let (_dir, _pki, agent) = spawn_hostile(|config| config.limit("idle_timeout", "\"2s\""));
     let addr = agent.addr("h2c");
     let watch = Watch::start(agent.pid(), h2c(&agent), Some(10)).await;
 
