@@ -78,6 +78,14 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create a temp dir")
 }
 
+/// A fresh temp directory and a [`Pki`] minted into it, as most tests start.
+/// Keep the directory for as long as the test uses the PKI's files.
+pub fn fresh_pki() -> (tempfile::TempDir, Pki) {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    (dir, pki)
+}
+
 /// Runs `future` under `timeout`, panicking with `what` if it takes longer.
 pub async fn within<F: std::future::Future>(
     timeout: std::time::Duration,

@@ -341,6 +341,22 @@ pub async fn await_log(agent: &Agent, what: &str, check: impl Fn(&str) -> bool) 
     .await
 }
 
+/// Polls the agent's log until a `WARN` line contains `needle`, asserts that
+/// it names `file` and its config key `key`, and returns it.
+pub async fn await_warning(agent: &Agent, needle: &str, file: &Path, key: &str) -> String {
+    let what = format!("a WARN line with {needle:?}");
+    let warning = await_log(agent, &what, |line| {
+        line.contains("WARN") && line.contains(needle)
+    })
+    .await;
+    assert!(
+        warning.contains(&file.display().to_string()) && warning.contains(key),
+        "the warning should name {} and its key {key}: {warning}",
+        file.display()
+    );
+    warning
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

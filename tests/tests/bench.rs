@@ -2,7 +2,7 @@
 //! second over mTLS and h2c, and its JSON says how many RPCs succeeded.
 
 use dice_tests::fleet::closed_port;
-use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, tempdir};
+use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, fresh_pki};
 use serde_json::Value;
 
 /// Runs `dicectl ARGS --ca CA --cert CERT --key KEY` as `pki`'s client;
@@ -25,8 +25,7 @@ fn json(stdout: &str) -> Value {
 
 #[test]
 fn bench_loads_mtls_and_h2c_and_reports_json() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
     let mtls = agent.mtls_addr().to_string();
     let h2c = format!("h2c://{}", agent.h2c_addr());
@@ -76,8 +75,7 @@ fn bench_loads_mtls_and_h2c_and_reports_json() {
 
 #[test]
 fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
     let run = ctl_as_client(
         &pki,

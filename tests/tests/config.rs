@@ -9,7 +9,7 @@ use dice_tests::fixtures::{
     Fixture, fixtures_dir, stage, stage_example, toml_files, workspace_root,
 };
 use dice_tests::pki::SERVER_CN;
-use dice_tests::{Agent, AgentConfig, ListenerConfig, Pki, RunOutput, run_agent, tempdir};
+use dice_tests::{Agent, AgentConfig, ListenerConfig, RunOutput, fresh_pki, run_agent, tempdir};
 
 fn check(config: &Path) -> RunOutput {
     run_agent([Path::new("--config"), config, Path::new("--check")])
@@ -17,8 +17,7 @@ fn check(config: &Path) -> RunOutput {
 
 #[test]
 fn check_on_a_valid_config_exits_zero_and_summarizes_it() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let config = AgentConfig::new("check-node-42")
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("public-check"))

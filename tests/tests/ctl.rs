@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use dice_tests::fleet::closed_port;
-use dice_tests::{Agent, AgentConfig, Ctl, ListenerConfig, Pki, RunOutput, TlsFiles, tempdir};
+use dice_tests::{
+    Agent, AgentConfig, Ctl, ListenerConfig, RunOutput, TlsFiles, fresh_pki, tempdir,
+};
 
 /// Asserts `dicectl roll` failed with exit 1 and exactly one stderr line
 /// `dicectl: node ADDR: STAGE: ...`.
@@ -88,8 +90,7 @@ fn certs_init_output_works_end_to_end() {
 
 #[test]
 fn roll_with_the_harness_pki_succeeds() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let output = Ctl::roll(
         agent.addr("mtls"),
@@ -102,8 +103,7 @@ fn roll_with_the_harness_pki_succeeds() {
 
 #[test]
 fn roll_with_a_client_certificate_from_another_ca_fails_at_tls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let node = agent.addr("mtls");
@@ -119,8 +119,7 @@ fn roll_with_a_client_certificate_from_another_ca_fails_at_tls() {
 
 #[test]
 fn roll_that_does_not_trust_the_server_fails_at_tls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let node = agent.addr("mtls");
@@ -131,8 +130,7 @@ fn roll_that_does_not_trust_the_server_fails_at_tls() {
 
 #[test]
 fn roll_against_a_closed_port_fails_at_connect() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     // Bind then close: nothing listens there afterwards.
     let node = closed_port();
     let output = Ctl::roll(node, pki.ca_cert(), &pki.client().cert, &pki.client().key);

@@ -13,7 +13,8 @@ use dice_tests::client::{handshake, is_clean_refusal, roll_once};
 use dice_tests::fleet::closed_port;
 use dice_tests::reference::{self, Dice};
 use dice_tests::{
-    Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, poll_until_async, tempdir,
+    Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, fresh_pki,
+    poll_until_async,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -45,8 +46,7 @@ async fn reference_server(pki: &Pki) -> SocketAddr {
 
 #[test]
 fn every_key_form_loads_into_rustls_and_says_what_it_is() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let forms = [
         (KeyKind::Rsa2048, KeyFormat::Pkcs1),
         (KeyKind::Rsa2048, KeyFormat::Pkcs8),
@@ -78,8 +78,7 @@ fn every_key_form_loads_into_rustls_and_says_what_it_is() {
 
 #[tokio::test]
 async fn clients_and_handshakes_work_against_a_reference_server() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let addr = reference_server(&pki).await;
 
     let client = Client::mtls(addr, &pki.client_tls())

@@ -22,7 +22,7 @@ mod silent;
 use std::time::{Duration, Instant};
 
 use dice_tests::abuse::{Target, sample, scrape};
-use dice_tests::{Agent, AgentConfig, Pki, tempdir};
+use dice_tests::{Agent, AgentConfig, Pki, fresh_pki};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -60,8 +60,7 @@ fn hostile(pki: &Pki) -> AgentConfig {
 /// `tweak` first. The directory holds the agent's files: keep it while the
 /// agent runs.
 fn spawn_hostile(tweak: impl FnOnce(AgentConfig) -> AgentConfig) -> (TempDir, Pki, Agent) {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let agent = Agent::spawn(&tweak(hostile(&pki)));
     (dir, pki, agent)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, handshake, roll_once, status_chain};
 use dice_tests::heavy::{many_connections, silent_connections};
-use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, tempdir, within};
+use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, fresh_pki, within};
 
 /// A deadline for one roll: far below the agent's 10 s handshake timeout.
 const ROLL_DEADLINE: Duration = Duration::from_secs(2);
@@ -41,8 +41,7 @@ async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str
 
 #[tokio::test]
 async fn roll_over_mtls_succeeds() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for _ in 0..20 {
         let value = client.roll().await.expect("roll over mTLS");
@@ -52,8 +51,7 @@ async fn roll_over_mtls_succeeds() {
 
 #[tokio::test]
 async fn server_presents_the_configured_certificate_over_h2() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let shook = handshake(agent.addr("mtls"), &pki.client_tls())
@@ -69,8 +67,7 @@ async fn server_presents_the_configured_certificate_over_h2() {
 
 #[tokio::test]
 async fn client_without_certificate_is_refused() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 
@@ -85,8 +82,7 @@ async fn client_without_certificate_is_refused() {
 
 #[tokio::test]
 async fn client_certificate_from_another_ca_is_refused() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
@@ -104,8 +100,7 @@ async fn client_certificate_from_another_ca_is_refused() {
 
 #[tokio::test]
 async fn plaintext_client_on_the_mtls_port_fails() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let result = within(
@@ -125,8 +120,7 @@ async fn plaintext_client_on_the_mtls_port_fails() {
 
 #[tokio::test]
 async fn health_is_serving_for_the_server_and_the_dice_service() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for service in ["", DICE_SERVICE_NAME] {
         let status = client.health(service).await.expect("health check");
@@ -143,8 +137,7 @@ async fn health_is_serving_for_the_server_and_the_dice_service() {
 
 #[tokio::test]
 async fn reflection_lists_the_dice_service() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     let v1 = client.list_services().await.expect("reflection v1");
     assert!(
@@ -163,8 +156,7 @@ async fn reflection_lists_the_dice_service() {
 
 #[tokio::test]
 async fn agent_info_names_the_node_and_its_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (_agent, client) =
         agent_and_client(&pki, &AgentConfig::standard(&pki).node("info-node-7")).await;
     let info = client.info().await.expect("GetInfo");
@@ -186,8 +178,7 @@ async fn agent_info_names_the_node_and_its_certificate() {
 async fn idle_connections_do_not_delay_a_good_client() {
     // A crowd of connections and a 2 s deadline: one such test at a time.
     let _heavy = many_connections().await;
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 

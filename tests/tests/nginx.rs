@@ -13,7 +13,7 @@ use dice_tests::nginx::Nginx;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::python::PyRoll;
 use dice_tests::rpc_log::{RpcLine, await_rolls, h2c_connections};
-use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, tempdir};
+use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, fresh_pki};
 
 /// How long a stopped agent may take to drain and exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,8 +30,7 @@ fn two_agents(pki: &Pki) -> (Agent, Agent) {
 
 #[test]
 fn python_client_and_dicectl_roll_through_nginx() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
 
@@ -64,8 +63,7 @@ fn python_client_and_dicectl_roll_through_nginx() {
 
 #[test]
 fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let stranger = pki.unrelated("other");
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
@@ -94,8 +92,7 @@ fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
 
 #[test]
 fn nginx_balances_over_both_agents_on_kept_alive_connections() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
 
@@ -128,8 +125,7 @@ fn nginx_balances_over_both_agents_on_kept_alive_connections() {
 
 #[test]
 fn rolls_keep_working_through_nginx_when_one_agent_stops() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (mut a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
     let roll = |count| {
@@ -169,8 +165,7 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
 
 #[tokio::test]
 async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let config = AgentConfig::new("proxied")
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("mtls"))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, is_clean_refusal, roll_once, status_chain};
-use dice_tests::{Agent, AgentConfig, Client, Pki, Signal, poll_until_async, tempdir, within};
+use dice_tests::{Agent, AgentConfig, Client, Signal, fresh_pki, poll_until_async, within};
 use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tonic_health::pb::HealthCheckResponse;
@@ -99,8 +99,7 @@ fn spawn_roller(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let grace = Duration::from_secs(5);
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     let addr = agent.addr("mtls");
@@ -181,8 +180,7 @@ async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     // A long grace period: the agent must exit as soon as the last call ends, not at the deadline.
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("30s"));
     let addr = agent.addr("mtls");
@@ -235,8 +233,7 @@ async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let grace = Duration::from_secs(2);
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("2s"));
     let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
@@ -258,8 +255,7 @@ async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
 
 #[test]
 fn sigint_exits_zero() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     agent.signal(Signal::INT);
     agent.assert_clean_exit(Duration::from_secs(5) + EXIT_SLACK, "after SIGINT");

@@ -4,7 +4,7 @@
 use dice_tests::abuse::Watch;
 use dice_tests::ca::{CaSigner, ClientSpec};
 use dice_tests::client::{handshake, roll_once};
-use dice_tests::{Agent, HandshakeStage, Identity, LeafSpec, Pki, TlsClient, tempdir};
+use dice_tests::{Agent, HandshakeStage, Identity, LeafSpec, Pki, TlsClient, fresh_pki};
 
 use super::{for_a_while, handshakes, hostile, mtls};
 
@@ -48,8 +48,7 @@ async fn refuse_repeatedly(
 }
 
 async fn refuse_leaf(spec: LeafSpec, alerts: &[&str], outcome: &str, what: &str) {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let bad = pki.issue(&spec);
     let agent = Agent::spawn(&hostile(&pki));
     refuse_repeatedly(
@@ -94,8 +93,7 @@ async fn server_auth_only_client_certificate() {
 
 #[tokio::test]
 async fn revoked_client_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let revoked = pki.issue(&LeafSpec::client("revoked"));
     let crl = dir.path().join("ca.crl");
     CaSigner::of(&pki).crl(&[&revoked]).write_der(&crl);
@@ -107,8 +105,7 @@ async fn revoked_client_certificate() {
 
 #[tokio::test]
 async fn client_certificate_signed_by_an_impostor_with_the_ca_name() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let forged: Identity = CaSigner::impostor(&pki).issue(&ClientSpec::new("forged"));
     assert_eq!(
         forged.summary.issuer,

@@ -15,7 +15,7 @@ use dice_tests::h2raw::{
 };
 use dice_tests::rpc_log::rpc_lines;
 use dice_tests::{
-    AgentConfig, Client, HandshakeStage, Pki, poll_until, poll_until_async, run_agent, tempdir,
+    AgentConfig, Client, HandshakeStage, fresh_pki, poll_until, poll_until_async, run_agent,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -373,8 +373,7 @@ async fn keepalive_pings_are_sent_and_an_unanswered_one_closes_the_connection() 
 
 #[test]
 fn every_limit_has_a_key_and_bad_values_are_named() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let path = dir.path().join("node.toml");
     let mut config = AgentConfig::standard(&pki)
         .handshake_timeout("3s")

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use dice_tests::client::handshake;
 use dice_tests::pki::{CLIENT_CN, SERVER_CN};
 use dice_tests::rotation::await_ok;
-use dice_tests::{Agent, AgentConfig, Client, Pki, Signal, tempdir};
+use dice_tests::{Agent, AgentConfig, Client, Signal, fresh_pki};
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -61,8 +61,7 @@ fn str_field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a str {
 // while the test thread blocks waiting for the agent to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_stable_field_names() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).log_format("json"));
     let addr = agent.mtls_addr();
     let client = Client::mtls(addr, &pki.client_tls())
@@ -196,8 +195,7 @@ async fn json_logs_are_one_object_per_line_with_stable_field_names() {
 
 #[test]
 fn the_log_format_flag_overrides_the_config() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let config = AgentConfig::standard(&pki)
         .log_format("text")
         .arg("--log-format")
