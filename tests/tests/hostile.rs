@@ -25,6 +25,8 @@ use dice_tests::abuse::{Target, sample, scrape};
 use dice_tests::{Agent, AgentConfig, Pki, fresh_pki};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// How long the agent may take to close a connection it should close at once.
 const PROMPTLY: Duration = Duration::from_secs(2);
@@ -71,6 +73,21 @@ fn mtls(agent: &Agent, pki: &Pki) -> Target {
 
 fn h2c(agent: &Agent) -> Target {
     Target::H2c(agent.addr("h2c"))
+}
+
+/// A fresh TLS connection to the agent's mTLS port, as `pki`'s good client.
+async fn mtls_stream(agent: &Agent, pki: &Pki) -> TlsStream<TcpStream> {
+    pki.client_tls()
+        .connect(agent.addr("mtls"))
+        .await
+        .expect("TLS")
+}
+
+/// A fresh TCP connection to the agent's h2c port.
+async fn h2c_stream(agent: &Agent) -> TcpStream {
+    TcpStream::connect(agent.addr("h2c"))
+        .await
+        .expect("connect")
 }
 
 /// `dice_tls_handshakes_total{listener="mtls",outcome}`.

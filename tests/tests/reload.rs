@@ -126,6 +126,18 @@ impl Rig {
         last.error
     }
 
+    /// Waits until the reload is rejected, in the info API and in a `WARN`
+    /// line that both mention every one of `needles`; then checks that fresh
+    /// handshakes (`when`) and the info API still show `old`. Returns the
+    /// reload error.
+    async fn assert_kept_after_rejection(&self, old: &str, needles: &[&str], when: &str) -> String {
+        let error = self.await_rejected(needles).await;
+        self.await_warned(needles).await;
+        self.assert_serving(old, when).await;
+        self.assert_info_serial(old).await;
+        error
+    }
+
     /// Waits until the log has a `WARN` line rejecting a reload that
     /// mentions every one of `needles`, and returns it.
     async fn await_warned(&self, needles: &[&str]) -> String {
@@ -275,15 +287,13 @@ async fn corrupt_certificate_keeps_the_old_one_and_says_why() {
     let pem = read(&next.cert);
     replace(&rig.live.cert, &pem[..pem.len() / 2], Replace::InPlace);
     let cert = path_str(&rig.live.cert);
-    let error = rig.await_rejected(&[cert]).await;
+    let error = rig
+        .assert_kept_after_rejection(&old, &[cert], "with a corrupt certificate file")
+        .await;
     assert!(
         error.contains("tls.cert"),
         "the error names the certificate: {error}"
     );
-    rig.await_warned(&[cert]).await;
-    rig.assert_serving(&old, "with a corrupt certificate file")
-        .await;
-    rig.assert_info_serial(&old).await;
 
     // A whole pair then goes through.
     rig.live.rotate(&next, Replace::Rename);
@@ -298,11 +308,12 @@ async fn deleted_certificate_keeps_the_old_one_and_says_why() {
     let saved = read(&rig.live.cert);
     std::fs::remove_file(&rig.live.cert).expect("delete the certificate");
     let cert = path_str(&rig.live.cert);
-    rig.await_rejected(&[cert, "no such file"]).await;
-    rig.await_warned(&[cert, "no such file"]).await;
-    rig.assert_serving(&old, "with the certificate deleted")
-        .await;
-    rig.assert_info_serial(&old).await;
+    rig.assert_kept_after_rejection(
+        &old,
+        &[cert, "no such file"],
+        "with the certificate deleted",
+    )
+    .await;
 
     // Put back as it was: nothing to swap, and the info API must stop
     // reporting a failure that is over.
@@ -325,15 +336,17 @@ async fn expired_certificate_is_rejected() {
     let expired = rig.pki.issue(&LeafSpec::server("expired").expired());
     rig.live.rotate(&expired, Replace::Rename);
     let cert = path_str(&rig.live.cert);
-    let error = rig.await_rejected(&[cert, "expired"]).await;
+    let error = rig
+        .assert_kept_after_rejection(
+            &old,
+            &[cert, "expired"],
+            "with an expired certificate on disk",
+        )
+        .await;
     assert!(
         error.contains(expired.serial()),
         "names the serial: {error}"
     );
-    rig.await_warned(&[cert, "expired"]).await;
-    rig.assert_serving(&old, "with an expired certificate on disk")
-        .await;
-    rig.assert_info_serial(&old).await;
 }
 
 /// Whether a fresh handshake as `client` is refused by the server (and not,

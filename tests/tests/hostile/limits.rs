@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dice_tests::abuse::{Watch, h2_connect, raw_call};
 use dice_tests::client::{handshake, roll_once};
 use dice_tests::h2raw::{
-    ROLL_DIE, client_start, code, flag, frame, grpc_message, grpc_request, kind, read_frames,
-    read_until, setting,
+    Ending, ROLL_DIE, client_start, code, flag, frame, grpc_message, grpc_request, kind,
+    read_frames, read_until, setting,
 };
 use dice_tests::rpc_log::rpc_lines;
 use dice_tests::{
@@ -21,7 +21,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{DEADLINE, PROMPTLY, h2c, mtls, open_connections, read_to_close, spawn_hostile};
+use super::{
+    DEADLINE, PROMPTLY, h2c, mtls, mtls_stream, open_connections, read_to_close, spawn_hostile,
+};
 
 /// The gRPC status code of a cancelled RPC.
 const CANCELLED: i32 = 1;
@@ -159,6 +161,19 @@ async fn handshakes_beyond_max_handshakes_are_refused_at_once() {
     watch.finish("handshakes beyond max_handshakes").await;
 }
 
+/// Ends stream `id`'s request with an empty gRPC message, and reads until
+/// its response ends.
+async fn finish_stream(stream: &mut TcpStream, id: u32) -> Ending {
+    let data = frame(kind::DATA, flag::END_STREAM, id, &grpc_message(&[]));
+    if let Err(error) = stream.write_all(&data).await {
+        panic!("finish stream {id}: {error}");
+    }
+    read_until(stream, PROMPTLY, |frame| {
+        frame.stream == id && frame.flags & flag::END_STREAM != 0
+    })
+    .await
+}
+
 #[tokio::test]
 async fn streams_beyond_max_concurrent_streams_are_refused() {
     let (_dir, _pki, agent) = spawn_hostile(|config| config.limit("max_concurrent_streams", "4"));
@@ -193,27 +208,13 @@ async fn streams_beyond_max_concurrent_streams_are_refused() {
             refused.describe()
         );
         // Once one ends, its slot takes a new stream.
-        stream
-            .write_all(&frame(kind::DATA, flag::END_STREAM, 1, &grpc_message(&[])))
-            .await
-            .expect("finish stream 1");
-        let answered = read_until(&mut stream, PROMPTLY, |frame| {
-            frame.stream == 1 && frame.flags & flag::END_STREAM != 0
-        })
-        .await;
+        let answered = finish_stream(&mut stream, 1).await;
         assert!(answered.resets().is_empty(), "{}", answered.describe());
         stream
             .write_all(&frame(kind::HEADERS, flag::END_HEADERS, 11, &request))
             .await
             .expect("open stream 11");
-        stream
-            .write_all(&frame(kind::DATA, flag::END_STREAM, 11, &grpc_message(&[])))
-            .await
-            .expect("finish stream 11");
-        let answered = read_until(&mut stream, PROMPTLY, |frame| {
-            frame.stream == 11 && frame.flags & flag::END_STREAM != 0
-        })
-        .await;
+        let answered = finish_stream(&mut stream, 11).await;
         assert!(
             answered
                 .frames
@@ -294,11 +295,7 @@ async fn a_stalled_rpc_is_cancelled_after_the_request_timeout() {
     let (_dir, pki, agent) = spawn_hostile(|config| config.limit("request_timeout", "\"1s\""));
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
-    let tls = pki
-        .client_tls()
-        .connect(agent.addr("mtls"))
-        .await
-        .expect("TLS");
+    let tls = mtls_stream(&agent, &pki).await;
     let send = h2_connect(tls).await.expect("HTTP/2");
     let mut calls = JoinSet::new();
     let started = Instant::now();

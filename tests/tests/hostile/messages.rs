@@ -6,9 +6,8 @@ use dice_tests::abuse::{RawReply, Watch, h2_connect, raw_call};
 use dice_tests::h2raw::{ROLL_DIE, grpc_message};
 use dice_tests::poll_until;
 use dice_tests::rpc_log::rpc_lines;
-use tokio::net::TcpStream;
 
-use super::{PROMPTLY, for_a_while, mtls, spawn_hostile};
+use super::{PROMPTLY, for_a_while, h2c_stream, mtls, mtls_stream, spawn_hostile};
 
 /// The gRPC status code of a message over `max_message_bytes`.
 const RESOURCE_EXHAUSTED: i32 = 8;
@@ -61,16 +60,10 @@ async fn oversize_messages_on_the_mtls_and_h2c_ports() {
     let watch = Watch::start(agent.pid(), mtls(&agent, &pki), Some(10)).await;
 
     let rounds = for_a_while(async |_| {
-        let tls = pki
-            .client_tls()
-            .connect(agent.addr("mtls"))
-            .await
-            .expect("TLS");
+        let tls = mtls_stream(&agent, &pki).await;
         let send = h2_connect(tls).await.expect("HTTP/2 over mTLS");
         oversize_messages_on(&send).await;
-        let tcp = TcpStream::connect(agent.addr("h2c"))
-            .await
-            .expect("connect");
+        let tcp = h2c_stream(&agent).await;
         let send = h2_connect(tcp).await.expect("HTTP/2 over h2c");
         oversize_messages_on(&send).await;
     })

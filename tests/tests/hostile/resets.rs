@@ -9,9 +9,8 @@ use dice_tests::h2raw::{
     self, Ending, ROLL_DIE, client_start, code, flag, frame, grpc_request, kind, rst_stream,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{DEADLINE, for_a_while, h2c, spawn_hostile};
+use super::{DEADLINE, for_a_while, h2c, h2c_stream, mtls_stream, spawn_hostile};
 
 /// The rapid-reset pattern (CVE-2023-44487) on one connection: open a stream
 /// and reset it at once, `streams` times, as fast as the connection takes it.
@@ -101,19 +100,13 @@ async fn rapid_reset_on_the_h2c_and_mtls_ports() {
     const STREAMS: u32 = 100_000;
     let mut stopped_after = Vec::new();
     let rounds = for_a_while(async |round| {
-        let tcp = TcpStream::connect(agent.addr("h2c"))
-            .await
-            .expect("connect");
+        let tcp = h2c_stream(&agent).await;
         stopped_after.push(assert_stopped(
             "h2c",
             rapid_reset(tcp, STREAMS).await,
             round == 0,
         ));
-        let tls = pki
-            .client_tls()
-            .connect(agent.addr("mtls"))
-            .await
-            .expect("TLS");
+        let tls = mtls_stream(&agent, &pki).await;
         stopped_after.push(assert_stopped(
             "mtls",
             rapid_reset(tls, STREAMS).await,
@@ -141,15 +134,9 @@ async fn made_you_reset_on_the_h2c_and_mtls_ports() {
     // hyper stops a connection after 1,024 streams it had to reset itself
     // (resets still queued when it gives up are never sent).
     const STREAMS: u32 = 5_000;
-    let tcp = TcpStream::connect(agent.addr("h2c"))
-        .await
-        .expect("connect");
+    let tcp = h2c_stream(&agent).await;
     let (sent, ending) = made_you_reset(tcp, STREAMS).await;
-    let tls = pki
-        .client_tls()
-        .connect(agent.addr("mtls"))
-        .await
-        .expect("TLS");
+    let tls = mtls_stream(&agent, &pki).await;
     let (tls_sent, tls_ending) = made_you_reset(tls, STREAMS).await;
     for (port, sent, ending) in [("h2c", sent, ending), ("mtls", tls_sent, tls_ending)] {
         let resets = ending.resets().len();
