@@ -44,11 +44,7 @@ const LONG_LIVED_TASKS: usize = 2;
 const EVENTS_ONLY: &str = "[reload]\npoll_interval = \"0s\"\n";
 
 fn rotations() -> usize {
-    std::env::var("DICE_BENCH_ROTATIONS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|count| *count > 0)
-        .unwrap_or(DEFAULT_ROTATIONS)
+    dice_tests::env_positive("DICE_BENCH_ROTATIONS", DEFAULT_ROTATIONS)
 }
 
 fn main() {

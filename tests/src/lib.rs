@@ -86,6 +86,20 @@ pub fn fresh_pki() -> (tempfile::TempDir, Pki) {
     (dir, pki)
 }
 
+/// The positive number in the environment variable `name`, or `default` when
+/// it is unset, not a number or zero: the benchmarks' knobs
+/// (`DICE_BENCH_RUNS` and the like).
+pub fn env_positive<T>(name: &str, default: T) -> T
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|value| *value > T::default())
+        .unwrap_or(default)
+}
+
 /// Runs `future` under `timeout`, panicking with `what` if it takes longer.
 pub async fn within<F: std::future::Future>(
     timeout: std::time::Duration,
