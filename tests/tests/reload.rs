@@ -20,7 +20,7 @@ use dice_tests::client::{handshake, roll_once};
 use dice_tests::reuse::{ResumingClient, counted_channel};
 use dice_tests::rotation::{
     KubeVolume, LiveTls, RELOAD_TIMEOUT, Replace, assert_serial_holds, await_log, await_ok,
-    await_reload, await_serial, ca_bundle, read, replace, served_serial,
+    await_reload, await_serial, ca_bundle, read, replace, served_serial, tls_secret,
 };
 use dice_tests::{
     Agent, AgentConfig, Client, HandshakeStage, LeafSpec, Pki, Signal, TlsClient, tempdir,
@@ -205,19 +205,8 @@ async fn kubernetes_data_symlink_swap_is_served() {
     let dir = tempdir();
     let pki = Pki::new(&dir.path().join("pki"));
     let ca = ca_bundle(&[pki.ca_cert()]);
-    let projected = |identity: &dice_tests::Identity| {
-        vec![
-            ("tls.crt", read(&identity.cert)),
-            ("tls.key", read(&identity.key)),
-            ("ca.crt", ca.clone()),
-        ]
-    };
-    let mut volume = KubeVolume::new(&dir.path().join("secret"), &projected(pki.server()));
-    let live = LiveTls {
-        cert: volume.path("tls.crt"),
-        key: volume.path("tls.key"),
-        client_ca: volume.path("ca.crt"),
-    };
+    let mut volume = KubeVolume::new(&dir.path().join("secret"), &tls_secret(pki.server(), &ca));
+    let live = volume.live_tls();
     let old = pki.server().serial().to_owned();
     let rig = Rig::start_serving(dir, pki, live, EVENTS_ONLY).await;
     rig.assert_serving(&old, "before the swap").await;
@@ -226,7 +215,7 @@ async fn kubernetes_data_symlink_swap_is_served() {
     // the folder it first resolved to was deleted.
     for name in ["second", "third"] {
         let next = rig.pki.issue(&LeafSpec::server(name));
-        volume.swap(&projected(&next));
+        volume.swap(&tls_secret(&next, &ca));
         rig.await_rotated_to(next.serial()).await;
     }
 }
