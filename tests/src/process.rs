@@ -139,6 +139,11 @@ where
     run_bin(bins::agent_bin(), args)
 }
 
+/// Runs `dice-agent --config PATH --check` to completion.
+pub fn check_config(path: &Path) -> RunOutput {
+    run_agent([Path::new("--config"), path, Path::new("--check")])
+}
+
 /// Runs `bin ARGS...` to completion under [`RUN_TIMEOUT`].
 fn run_bin(bin: impl AsRef<OsStr>, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> RunOutput {
     let mut command = Command::new(bin);

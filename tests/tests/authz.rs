@@ -5,16 +5,16 @@
 //! verified client and which only their list.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::{CaSigner, ClientSpec};
 use dice_tests::pki::CLIENT_CN;
+use dice_tests::process::check_config;
 use dice_tests::rpc_log::rpc_lines;
 use dice_tests::{
     Agent, AgentConfig, Client, Ctl, Identity, LeafSpec, ListenerConfig, Pki, TlsClient, fresh_pki,
-    poll_until, run_agent,
+    poll_until,
 };
 use tonic::Code;
 
@@ -234,9 +234,9 @@ fn check_says_who_each_listener_serves() {
         .listener(ListenerConfig::mtls("strict").allow([CLIENT_CN, "spiffe://dice.test/*"]))
         .listener(ListenerConfig::h2c("local"));
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, config.to_toml()).expect("write the config");
+    config.write(&path);
 
-    let output = run_agent([Path::new("--config"), &path, Path::new("--check")]);
+    let output = check_config(&path);
     output.assert_success();
     let open = listener_block(&output.stdout, "open");
     assert!(
@@ -276,8 +276,8 @@ fn allow_on_an_h2c_listener_or_an_empty_pattern_is_a_config_error() {
             .tls(pki.server_tls())
             .listener(listener);
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, config.to_toml()).expect("write the config");
-        let output = run_agent([Path::new("--config"), &path, Path::new("--check")]);
+        config.write(&path);
+        let output = check_config(&path);
         output.assert_code(2).assert_stderr_contains(expected);
         assert!(
             output.stderr.contains("node.toml line "),

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use dice_tests::client::{handshake, roll_once};
+use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_warning, read, replace};
 use dice_tests::secrets::KeyTraces;
 use dice_tests::{
@@ -119,8 +120,8 @@ fn chmod(path: &Path, mode: u32) {
 
 fn check(config: &AgentConfig, dir: &Path) -> RunOutput {
     let path = dir.join("check.toml");
-    fs::write(&path, config.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")])
+    config.write(&path);
+    check_config(&path)
 }
 
 #[tokio::test]
@@ -165,7 +166,7 @@ fn strict_permissions_makes_a_readable_key_an_error() {
     }
     // Not only --check: the agent itself refuses to start.
     let path = dir.path().join("node.toml");
-    fs::write(&path, config.to_toml()).expect("write the config");
+    config.write(&path);
     run_agent([Path::new("--config"), &path])
         .assert_code(2)
         .assert_stderr_contains(&key);

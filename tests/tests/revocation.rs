@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::{CaSigner, Crl};
 use dice_tests::client::{handshake, roll_once};
+use dice_tests::process::check_config;
 use dice_tests::rotation::{RELOAD_TIMEOUT, Replace, await_log, await_ok, await_warning, replace};
 use dice_tests::{
     Agent, AgentConfig, Client, Ctl, HandshakeStage, Identity, LeafSpec, ListenerConfig, Pki,
-    RunOutput, TlsClient, fresh_pki, run_agent,
+    RunOutput, TlsClient, fresh_pki,
 };
 
 /// The alert rustls sends for a revoked client certificate, as the client reports it.
@@ -69,8 +70,8 @@ fn dicectl_roll(node: SocketAddr, pki: &Pki, who: &Identity) -> RunOutput {
 
 fn check(config: &AgentConfig, dir: &Path) -> RunOutput {
     let path = dir.join("check.toml");
-    std::fs::write(&path, config.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")])
+    config.write(&path);
+    check_config(&path)
 }
 
 #[derive(Debug, Clone, Copy)]

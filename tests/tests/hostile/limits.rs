@@ -4,7 +4,6 @@
 //! unanswered one closes the connection; every limit has a config key.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dice_tests::abuse::{Watch, h2_connect, raw_call};
@@ -13,10 +12,9 @@ use dice_tests::h2raw::{
     Ending, ROLL_DIE, client_start, code, flag, frame, grpc_message, grpc_request, kind,
     read_frames, read_until, setting,
 };
+use dice_tests::process::check_config;
 use dice_tests::rpc_log::rpc_lines;
-use dice_tests::{
-    AgentConfig, Client, HandshakeStage, fresh_pki, poll_until, poll_until_async, run_agent,
-};
+use dice_tests::{AgentConfig, Client, HandshakeStage, fresh_pki, poll_until, poll_until_async};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -386,16 +384,16 @@ fn every_limit_has_a_key_and_bad_values_are_named() {
     ] {
         config = config.limit(key, value);
     }
-    std::fs::write(&path, config.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")]).assert_success();
+    config.write(&path);
+    check_config(&path).assert_success();
 
     let bad = AgentConfig::standard(&pki)
         .limit("max_connections", "0")
         .limit("max_message_bytes", "-1")
         .limit("keepalive_interval", "\"soon\"")
         .limit("idle_timeout", "\"0s\"");
-    std::fs::write(&path, bad.to_toml()).expect("write the config");
-    let output = run_agent([Path::new("--config"), &path, Path::new("--check")]);
+    bad.write(&path);
+    let output = check_config(&path);
     output
         .assert_code(2)
         .assert_stderr_contains("limits.max_connections: must be a positive number, not 0")
@@ -403,8 +401,8 @@ fn every_limit_has_a_key_and_bad_values_are_named() {
         .assert_stderr_contains("limits.keepalive_interval: not a duration: \"soon\"")
         .assert_stderr_contains("limits.idle_timeout: must be longer than zero");
     let unknown = AgentConfig::standard(&pki).limit("max_streams", "5");
-    std::fs::write(&path, unknown.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")])
+    unknown.write(&path);
+    check_config(&path)
         .assert_code(2)
         .assert_stderr_contains("max_streams");
 }

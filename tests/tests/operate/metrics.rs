@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::Path;
 
 use dice_agent::metrics::HANDSHAKE_OUTCOMES;
 use dice_tests::client::handshake;
 use dice_tests::metrics::{Exposition, Kind, http_get, scrape};
 use dice_tests::pki::SERVER_CN;
+use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_ok, await_serial, replace};
 use dice_tests::{
     Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Pki, TlsClient, run_agent, tempdir,
@@ -283,5 +283,5 @@ fn a_public_metrics_address_needs_allow_public() {
         .extra("[metrics]\naddress = \"0.0.0.0:0\"\nallow_public = true\n")
         .to_toml();
     std::fs::write(&path, allowed).expect("write the config");
-    run_agent([Path::new("--config"), path.as_path(), Path::new("--check")]).assert_success();
+    check_config(&path).assert_success();
 }
