@@ -151,6 +151,23 @@ fn assert_rfc3339(text: &str) {
     assert!(pattern.is_match(text), "not an RFC 3339 UTC time: {text:?}");
 }
 
+/// Asserts how every fleet document starts: schema version 1, `command`, and
+/// an RFC 3339 start time.
+fn assert_start((schema_version, command, started_at): (u32, &str, &str), expected: &str) {
+    assert_eq!((schema_version, command), (1, expected));
+    assert_rfc3339(started_at);
+}
+
+/// Asserts one row per node of the mixed fleet, `(name, address)`, sorted by
+/// name, each at a loopback address.
+fn assert_mixed_rows<'a>(rows: impl Iterator<Item = (&'a String, &'a String)>) {
+    let (names, addresses): (Vec<&String>, Vec<&String>) = rows.unzip();
+    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
+    for address in addresses {
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+    }
+}
+
 /// Parses stdout as exactly one JSON document, of type `T`.
 fn parse_json<T: serde::de::DeserializeOwned>(output: &RunOutput) -> (T, serde_json::Value) {
     let typed: T = serde_json::from_str(&output.stdout)
@@ -227,6 +244,15 @@ impl MixedFleet {
         assert_about_one_timeout(elapsed, &output);
         output
     }
+
+    /// As [`MixedFleet::run_with_failures`] for a JSON run: compares the
+    /// normalized document with `golden`, and reads it strictly as `T`.
+    fn json_document<T: serde::de::DeserializeOwned>(&self, args: &[&str], golden: &str) -> T {
+        let output = self.run_with_failures(args);
+        let (document, value) = parse_json(&output);
+        assert_golden(golden, &pretty(&normalize_json(&value)));
+        document
+    }
 }
 
 /// Asserts the run took about one timeout: at least one (a silent node waits
@@ -245,20 +271,20 @@ fn health_over_a_mixed_fleet() {
     let output = fleet.run_with_failures(&["health"]);
     assert_golden("fleet-health.txt", &normalize_table(&output.stdout, None));
 
-    let output = fleet.run_with_failures(&["health", "--output", "json"]);
-    let (document, value): (HealthDocument, _) = parse_json(&output);
-    assert_golden("fleet-health.json", &pretty(&normalize_json(&value)));
-
-    assert_eq!(
-        (document.schema_version, document.command.as_str()),
-        (1, "health")
+    let document: HealthDocument =
+        fleet.json_document(&["health", "--output", "json"], "fleet-health.json");
+    assert_start(
+        (
+            document.schema_version,
+            &document.command,
+            &document.started_at,
+        ),
+        "health",
     );
-    assert_rfc3339(&document.started_at);
     assert_eq!((document.timeout_ms, document.concurrency), (1000, 64));
     assert_eq!(document.expiry_warning_ms, 14 * 86_400 * 1000);
     assert!(document.duration_ms >= 1000, "{}", document.duration_ms);
-    let names: Vec<&str> = document.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
+    assert_mixed_rows(document.nodes.iter().map(|n| (&n.name, &n.address)));
     let node = |name: &str| {
         (document.nodes.iter())
             .find(|node| node.name == name)
@@ -336,9 +362,6 @@ fn health_over_a_mixed_fleet() {
     assert_eq!((summary.unreachable, summary.timeout), (1, 1));
     assert_eq!((summary.not_serving, summary.tls_error), (0, 0));
     assert!(summary.latency_p50_ms.is_some() && summary.latency_max_ms < Some(1000));
-    for node in &document.nodes {
-        assert!(node.address.starts_with("127.0.0.1:"), "{}", node.address);
-    }
 }
 
 #[test]
@@ -352,25 +375,24 @@ fn roll_over_a_mixed_fleet() {
     );
 
     // Global options after the subcommand, and several dice per node.
-    let output = fleet.run_with_failures(&["roll", "--all", "--count", "3", "--output", "json"]);
-    let (document, value): (RollDocument, _) = parse_json(&output);
-    assert_golden("fleet-roll.json", &pretty(&normalize_json(&value)));
-
-    assert_eq!(
-        (document.schema_version, document.command.as_str()),
-        (1, "roll")
+    let document: RollDocument = fleet.json_document(
+        &["roll", "--all", "--count", "3", "--output", "json"],
+        "fleet-roll.json",
     );
-    assert_rfc3339(&document.started_at);
+    assert_start(
+        (
+            document.schema_version,
+            &document.command,
+            &document.started_at,
+        ),
+        "roll",
+    );
     assert_eq!(
         (document.timeout_ms, document.concurrency, document.count),
         (1000, 64, 3)
     );
     assert!(document.duration_ms >= 1000);
-    let names: Vec<&str> = document.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
-    for node in &document.nodes {
-        assert!(node.address.starts_with("127.0.0.1:"), "{}", node.address);
-    }
+    assert_mixed_rows(document.nodes.iter().map(|n| (&n.name, &n.address)));
     for node in &document.nodes[..2] {
         assert!(node.ok && node.error.is_none(), "{node:?}");
         assert_eq!(node.values.len(), 3);
