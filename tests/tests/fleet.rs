@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use dice_tests::fleet::{FleetFile, SilentPeer, closed_port, run_ctl_env, run_ctl_in};
 use dice_tests::golden::{assert_golden, normalize_json, normalize_table, pretty};
-use dice_tests::{Agent, AgentConfig, LeafSpec, ListenerConfig, Pki, RunOutput, Signal, tempdir};
+use dice_tests::{
+    Agent, AgentConfig, Identity, LeafSpec, ListenerConfig, Pki, RunOutput, Signal, tempdir,
+};
 use serde::Deserialize;
 use tempfile::TempDir;
 
@@ -190,14 +192,7 @@ impl MixedFleet {
     fn start() -> Self {
         let dir = tempdir();
         let pki = Pki::new(&dir.path().join("pki"));
-        let serving = |name: &str, spec: LeafSpec| {
-            let identity = pki.issue(&spec);
-            Agent::spawn(
-                &AgentConfig::new(name)
-                    .tls(pki.tls_files_for(&identity))
-                    .listener(ListenerConfig::mtls("mtls")),
-            )
-        };
+        let serving = |name: &str, spec: LeafSpec| serve_as(&pki, name, &pki.issue(&spec));
         let healthy = serving("healthy", LeafSpec::server("healthy"));
         let expiring = serving(
             "expiring",
@@ -206,10 +201,7 @@ impl MixedFleet {
         let mut stopped = serving("stopped", LeafSpec::server("stopped"));
         let stopped_addr = stopped.mtls_addr();
         stopped.signal(Signal::TERM);
-        let status = stopped
-            .wait_exit(Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("the stopped agent did not exit\n{}", stopped.dump()));
-        assert!(status.success(), "{status}\n{}", stopped.dump());
+        stopped.assert_clean_exit(Duration::from_secs(20), "after SIGTERM (the stopped node)");
         let silent = SilentPeer::bind();
 
         let fleet = dir.path().join("fleet.toml");
@@ -253,6 +245,15 @@ impl MixedFleet {
         assert_golden(golden, &pretty(&normalize_json(&value)));
         document
     }
+}
+
+/// An agent named `name` serving `identity` on one mTLS listener.
+fn serve_as(pki: &Pki, name: &str, identity: &Identity) -> Agent {
+    Agent::spawn(
+        &AgentConfig::new(name)
+            .tls(pki.tls_files_for(identity))
+            .listener(ListenerConfig::mtls("mtls")),
+    )
 }
 
 /// Asserts the run took about one timeout: at least one (a silent node waits
@@ -503,11 +504,7 @@ fn health_exits_1_for_a_certificate_inside_the_warning_threshold() {
     // An hour short of 10 days, so "9 days" holds whatever second the check runs in.
     let lifetime = time::Duration::days(10) - time::Duration::hours(1);
     let identity = pki.issue(&LeafSpec::server("soon").expires_in(lifetime));
-    let agent = Agent::spawn(
-        &AgentConfig::new("soon")
-            .tls(pki.tls_files_for(&identity))
-            .listener(ListenerConfig::mtls("mtls")),
-    );
+    let agent = serve_as(&pki, "soon", &identity);
     FleetFile::new(&pki)
         .node("soon", agent.mtls_addr())
         .write(&dir.path().join("fleet.toml"));
@@ -756,11 +753,7 @@ fn health_shows_a_rejected_certificate_reload() {
     let dir = tempdir();
     let pki = Pki::new(&dir.path().join("pki"));
     let identity = pki.issue(&LeafSpec::server("reloading"));
-    let agent = Agent::spawn(
-        &AgentConfig::new("reloading")
-            .tls(pki.tls_files_for(&identity))
-            .listener(ListenerConfig::mtls("mtls")),
-    );
+    let agent = serve_as(&pki, "reloading", &identity);
     FleetFile::new(&pki)
         .node("reloading", agent.mtls_addr())
         .write(&dir.path().join("fleet.toml"));
