@@ -6,10 +6,5 @@
 # process (GNU time); BENCHMARKS.md records the numbers. DICE_BENCH_RUNS=N
 # changes the count.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-cargo build --release --bins --locked
-# cargo runs a bench from its package folder, so the paths must be absolute.
-export DICE_AGENT_BIN="$PWD/target/release/dice-agent"
-export DICECTL_BIN="$PWD/target/release/dicectl"
-cargo bench -p dice-tests --bench fleet --locked
+exec "$(dirname "$0")/bench-release.sh" fleet

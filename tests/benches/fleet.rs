@@ -34,11 +34,7 @@ const DEFAULT_RUNS: usize = 10;
 const GNU_TIME: &str = "/usr/bin/time";
 
 fn runs() -> usize {
-    std::env::var("DICE_BENCH_RUNS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|runs| *runs > 0)
-        .unwrap_or(DEFAULT_RUNS)
+    dice_tests::env_positive("DICE_BENCH_RUNS", DEFAULT_RUNS)
 }
 
 /// One timed `dicectl` run.

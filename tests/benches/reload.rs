@@ -27,8 +27,8 @@ use dice_proto::api::RollDieRequest;
 use dice_proto::api::dice_service_client::DiceServiceClient;
 use dice_tests::client::{handshake, roll_once};
 use dice_tests::reuse::counted_channel;
-use dice_tests::rotation::{KubeVolume, LiveTls, Replace, await_serial, ca_bundle, read};
-use dice_tests::{Agent, AgentConfig, Identity, LeafSpec, Pki, TlsClient, TlsFiles, tempdir};
+use dice_tests::rotation::{KubeVolume, LiveTls, Replace, await_serial, ca_bundle, tls_secret};
+use dice_tests::{Agent, AgentConfig, LeafSpec, Pki, TlsClient, TlsFiles, tempdir};
 
 /// Rotations per measurement, unless `DICE_BENCH_ROTATIONS` says otherwise.
 const DEFAULT_ROTATIONS: usize = 100;
@@ -44,11 +44,7 @@ const LONG_LIVED_TASKS: usize = 2;
 const EVENTS_ONLY: &str = "[reload]\npoll_interval = \"0s\"\n";
 
 fn rotations() -> usize {
-    std::env::var("DICE_BENCH_ROTATIONS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|count| *count > 0)
-        .unwrap_or(DEFAULT_ROTATIONS)
+    dice_tests::env_positive("DICE_BENCH_ROTATIONS", DEFAULT_ROTATIONS)
 }
 
 fn main() {
@@ -117,19 +113,8 @@ async fn latency_kube(count: usize) -> (Vec<Duration>, Vec<Duration>) {
     let dir = tempdir();
     let pki = Pki::new(&dir.path().join("pki"));
     let ca = ca_bundle(&[pki.ca_cert()]);
-    let projected = |identity: &Identity| {
-        vec![
-            ("tls.crt", read(&identity.cert)),
-            ("tls.key", read(&identity.key)),
-            ("ca.crt", ca.clone()),
-        ]
-    };
-    let mut volume = KubeVolume::new(&dir.path().join("secret"), &projected(pki.server()));
-    let files = TlsFiles {
-        cert: volume.path("tls.crt"),
-        key: volume.path("tls.key"),
-        client_ca: volume.path("ca.crt"),
-    };
+    let mut volume = KubeVolume::new(&dir.path().join("secret"), &tls_secret(pki.server(), &ca));
+    let files = volume.live_tls().tls_files();
     let agent = spawn(&pki, files);
     let (addr, tls) = (agent.addr("mtls"), pki.client_tls());
 
@@ -142,7 +127,7 @@ async fn latency_kube(count: usize) -> (Vec<Duration>, Vec<Duration>) {
     let mut latencies = Vec::with_capacity(count);
     for index in 0..count {
         let next = pki.issue(&LeafSpec::server(&format!("kube-{index}")));
-        let files = projected(&next);
+        let files = tls_secret(&next, &ca);
         let renamed = volume.swap(&files);
         latencies.push(first_handshake_with(addr, &tls, next.serial(), renamed).await);
     }

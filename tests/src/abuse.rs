@@ -1,6 +1,6 @@
 //! Hostile-peer tests' instruments: a good client that keeps rolling in the
 //! background while a test abuses the agent ([`Roller`]), the agent's memory
-//! before and after ([`Memory`]), the agent's `/metrics` ([`scrape`]), and a
+//! before and after ([`Rss`]), the agent's `/metrics` ([`scrape`]), and a
 //! gRPC call made with the `h2` crate so the test controls the bytes of the
 //! request body ([`raw_call`]).
 

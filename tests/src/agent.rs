@@ -258,6 +258,23 @@ impl Agent {
         }
     }
 
+    /// Waits up to `timeout` for the agent to exit and asserts that it exited
+    /// 0; `when` ends the failure messages ("after SIGTERM").
+    pub fn assert_clean_exit(&mut self, timeout: Duration, when: &str) {
+        let status = self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "dice-agent still running {timeout:?} {when}\n{}",
+                self.dump()
+            )
+        });
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {when}\n{}",
+            self.dump()
+        );
+    }
+
     /// The config, stdout and stderr, for failure messages.
     pub fn dump(&self) -> String {
         format!(

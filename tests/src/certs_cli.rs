@@ -258,25 +258,7 @@ pub fn inspect_pair(server: &Leaf, client: &Leaf, ca: &Path, extra: &[&str]) -> 
 
 /// `dicectl roll --node ADDR --ca CA --cert CERT --key KEY`, expecting a value from 1 to 6.
 pub fn ctl_roll(addr: SocketAddr, ca: &Path, client: &Leaf) -> i32 {
-    let output = Ctl::run([
-        OsString::from("roll"),
-        "--node".into(),
-        addr.to_string().into(),
-        "--ca".into(),
-        ca.into(),
-        "--cert".into(),
-        client.cert.clone().into(),
-        "--key".into(),
-        client.key.clone().into(),
-    ]);
-    output.assert_success();
-    let value: i32 = output
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("dicectl roll should print the value\n{output}"));
-    assert!((1..=6).contains(&value), "rolled {value}\n{output}");
-    value
+    Ctl::roll(addr, ca, &client.cert, &client.key).assert_rolled()
 }
 
 /// How long one background roll may take.

@@ -15,6 +15,40 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_reflection::pb::v1 as reflection_v1;
 use tonic_reflection::pb::v1alpha as reflection_v1alpha;
 
+/// Asks a server's reflection service (`$version`, `v1` or `v1alpha`: the
+/// two generated APIs are identical but for their module) to list its
+/// services, over `$channel`.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use $version::server_reflection_client::ServerReflectionClient;
+        use $version::server_reflection_request::MessageRequest;
+        use $version::server_reflection_response::MessageResponse;
+
+        let mut client = ServerReflectionClient::new($channel);
+        let request = $version::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await?
+            .into_inner();
+        match stream.message().await? {
+            Some($version::ServerReflectionResponse {
+                message_response: Some(MessageResponse::ListServicesResponse(list)),
+                ..
+            }) => Ok(list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect()),
+            other => Err(Status::internal(format!(
+                "unexpected reflection answer: {other:?}"
+            ))),
+        }
+    }};
+}
+
 pub use crate::handshake::{Handshake, HandshakeError, HandshakeStage, handshake};
 pub use crate::tls::TlsClient;
 pub use tonic_health::pb::health_check_response::ServingStatus;
@@ -80,62 +114,12 @@ impl Client {
 
     /// Lists services through gRPC reflection v1.
     pub async fn list_services(&self) -> Result<Vec<String>, Status> {
-        use reflection_v1::server_reflection_client::ServerReflectionClient;
-        use reflection_v1::server_reflection_request::MessageRequest;
-        use reflection_v1::server_reflection_response::MessageResponse;
-
-        let mut client = ServerReflectionClient::new(self.channel.clone());
-        let request = reflection_v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = client
-            .server_reflection_info(tokio_stream::once(request))
-            .await?
-            .into_inner();
-        match stream.message().await? {
-            Some(reflection_v1::ServerReflectionResponse {
-                message_response: Some(MessageResponse::ListServicesResponse(list)),
-                ..
-            }) => Ok(list
-                .service
-                .into_iter()
-                .map(|service| service.name)
-                .collect()),
-            other => Err(Status::internal(format!(
-                "unexpected reflection answer: {other:?}"
-            ))),
-        }
+        list_services!(reflection_v1, self.channel.clone())
     }
 
     /// Lists services through gRPC reflection v1alpha.
     pub async fn list_services_v1alpha(&self) -> Result<Vec<String>, Status> {
-        use reflection_v1alpha::server_reflection_client::ServerReflectionClient;
-        use reflection_v1alpha::server_reflection_request::MessageRequest;
-        use reflection_v1alpha::server_reflection_response::MessageResponse;
-
-        let mut client = ServerReflectionClient::new(self.channel.clone());
-        let request = reflection_v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = client
-            .server_reflection_info(tokio_stream::once(request))
-            .await?
-            .into_inner();
-        match stream.message().await? {
-            Some(reflection_v1alpha::ServerReflectionResponse {
-                message_response: Some(MessageResponse::ListServicesResponse(list)),
-                ..
-            }) => Ok(list
-                .service
-                .into_iter()
-                .map(|service| service.name)
-                .collect()),
-            other => Err(Status::internal(format!(
-                "unexpected reflection answer: {other:?}"
-            ))),
-        }
+        list_services!(reflection_v1alpha, self.channel.clone())
     }
 
     /// Calls `dice.agent.v1.AgentInfoService/GetInfo`.

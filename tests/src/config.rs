@@ -270,6 +270,12 @@ impl AgentConfig {
         self
     }
 
+    /// Writes the config file to `path`.
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.to_toml())
+            .unwrap_or_else(|error| panic!("write the config {}: {error}", path.display()));
+    }
+
     /// Renders the config file.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();

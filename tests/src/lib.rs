@@ -2,10 +2,12 @@
 //! binaries against certificates minted per test, and talks to them over real
 //! TCP, TLS and HTTP/2 on `127.0.0.1`.
 //!
-//! - [`Pki`] mints a CA, server and client certificates (and variants) into a directory.
+//! - [`Pki`] mints a CA, server and client certificates (and variants) into a directory;
+//!   [`fresh_pki`] makes one in a fresh temp directory, as most tests start.
 //! - [`AgentConfig`] builds the agent's TOML; [`Agent::spawn`] starts the binary on
 //!   ephemeral ports and waits for its ready file.
-//! - [`Ctl::run`] and [`run_agent`] run a binary to completion under a deadline.
+//! - [`Ctl::run`] and [`run_agent`] run a binary to completion under a deadline;
+//!   [`Ctl::roll`] and [`process::check_config`] are the two runs most tests need.
 //! - [`client`] holds the in-process gRPC clients (mTLS and h2c) and a raw TLS handshake.
 //! - [`fleet`] builds fleet files and silent peers for `dicectl roll`/`health`;
 //!   [`golden`] compares normalized output with `tests/golden/`.
@@ -17,10 +19,18 @@
 //! - [`certs_cli`] runs `dicectl certs` (CA directories, leaves, renewals) and keeps a
 //!   client rolling while a test rotates certificates; [`foreign_pki`] makes PKIs the way
 //!   openssl and cfssl do, and runs `openssl verify` and `openssl s_client`.
+//! - [`heavy::many_connections`] keeps the tests that open connections by the
+//!   hundred from running at the same time.
+//! - [`reference`](mod@reference) holds the bare reference server's pieces (a DiceService, an
+//!   mTLS server config, an accept loop) that `dice-reference` and the harness's
+//!   own checks share.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
 //!   Chromium; [`tools`] finds them and says how to install what is missing.
+//!
+//! The scenarios themselves are one test binary, `tests/tests.rs`, with a module per
+//! topic.
 //!
 //! The binaries are found through `DICE_AGENT_BIN` and `DICECTL_BIN`, or beside
 //! the test executable's target directory: build them first with
@@ -41,6 +51,7 @@ pub mod foreign_pki;
 pub mod golden;
 pub mod h2raw;
 pub mod handshake;
+pub mod heavy;
 pub mod metrics;
 pub mod nginx;
 pub mod openssl;
@@ -48,6 +59,7 @@ pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod python;
+pub mod reference;
 pub mod reuse;
 pub mod rotation;
 pub mod rpc_log;
@@ -69,6 +81,28 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("dice-test-")
         .tempdir()
         .expect("create a temp dir")
+}
+
+/// A fresh temp directory and a [`Pki`] minted into it, as most tests start.
+/// Keep the directory for as long as the test uses the PKI's files.
+pub fn fresh_pki() -> (tempfile::TempDir, Pki) {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    (dir, pki)
+}
+
+/// The positive number in the environment variable `name`, or `default` when
+/// it is unset, not a number or zero: the benchmarks' knobs
+/// (`DICE_BENCH_RUNS` and the like).
+pub fn env_positive<T>(name: &str, default: T) -> T
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|value| *value > T::default())
+        .unwrap_or(default)
 }
 
 /// Runs `future` under `timeout`, panicking with `what` if it takes longer.

@@ -1,7 +1,7 @@
 //! Runs a binary to completion under a deadline and keeps what it printed.
 
-use std::ffi::OsStr;
-use std::fmt;
+use std::ffi::{OsStr, OsString};
+use std::fmt::{self, Display};
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -41,6 +41,19 @@ impl RunOutput {
     /// Panics, showing the whole output, unless it exited 0.
     pub fn assert_success(&self) -> &Self {
         self.assert_code(0)
+    }
+
+    /// Asserts that `dicectl roll` succeeded and printed one die value (1 to
+    /// 6); returns it.
+    pub fn assert_rolled(&self) -> i32 {
+        self.assert_success();
+        let value: i32 = self
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("dicectl roll should print the value\n{self}"));
+        assert!((1..=6).contains(&value), "rolled {value}\n{self}");
+        value
     }
 
     /// Panics, showing the whole output, unless stderr contains `needle`.
@@ -123,7 +136,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut command = Command::new(bins::agent_bin());
+    run_bin(bins::agent_bin(), args)
+}
+
+/// Runs `dice-agent --config PATH --check` to completion.
+pub fn check_config(path: &Path) -> RunOutput {
+    run_agent([Path::new("--config"), path, Path::new("--check")])
+}
+
+/// Runs `bin ARGS...` to completion under [`RUN_TIMEOUT`].
+fn run_bin(bin: impl AsRef<OsStr>, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> RunOutput {
+    let mut command = Command::new(bin);
     command.args(args);
     run_with_timeout(command, RUN_TIMEOUT)
 }
@@ -138,13 +161,22 @@ impl Ctl {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut command = Command::new(bins::ctl_bin());
-        command.args(args);
-        run_with_timeout(command, RUN_TIMEOUT)
+        run_bin(bins::ctl_bin(), args)
+    }
+
+    /// Runs `dicectl roll --node NODE --ca CA --cert CERT --key KEY`.
+    pub fn roll(node: impl Display, ca: &Path, cert: &Path, key: &Path) -> RunOutput {
+        let mut args: Vec<OsString> = vec!["roll".into(), "--node".into(), node.to_string().into()];
+        for (flag, path) in [("--ca", ca), ("--cert", cert), ("--key", key)] {
+            args.push(flag.into());
+            args.push(path.into());
+        }
+        Self::run(args)
     }
 }
 
-fn describe(command: &Command) -> String {
+/// The command line of `command`, for failure messages.
+pub(crate) fn describe(command: &Command) -> String {
     let mut text = command.get_program().to_string_lossy().into_owned();
     for arg in command.get_args() {
         text.push(' ');

@@ -157,6 +157,16 @@ impl LiveTls {
     }
 }
 
+/// The files of a `kubernetes.io/tls` Secret with a CA bundle, for a
+/// [`KubeVolume`]: `tls.crt` and `tls.key` from `identity`, `ca.crt` from `ca`.
+pub fn tls_secret(identity: &Identity, ca: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("tls.crt", read(&identity.cert)),
+        ("tls.key", read(&identity.key)),
+        ("ca.crt", ca.to_vec()),
+    ]
+}
+
 /// Files laid out as the kubelet projects a Secret into a pod: `dir/NAME` is
 /// a symlink to `..data/NAME`, and `..data` a symlink to a `..TIMESTAMP`
 /// folder holding the real files.
@@ -191,6 +201,15 @@ impl KubeVolume {
             symlink(Path::new("..data").join(name), dir.join(name)).expect("link a file");
         }
         volume
+    }
+
+    /// The files of a [`tls_secret`] volume, as a config names them.
+    pub fn live_tls(&self) -> LiveTls {
+        LiveTls {
+            cert: self.path("tls.crt"),
+            key: self.path("tls.key"),
+            client_ca: self.path("ca.crt"),
+        }
     }
 
     /// The path a config names for `name`: the symlink `dir/NAME`.
@@ -339,6 +358,22 @@ pub async fn await_log(agent: &Agent, what: &str, check: impl Fn(&str) -> bool) 
         }
     })
     .await
+}
+
+/// Polls the agent's log until a `WARN` line contains `needle`, asserts that
+/// it names `file` and its config key `key`, and returns it.
+pub async fn await_warning(agent: &Agent, needle: &str, file: &Path, key: &str) -> String {
+    let what = format!("a WARN line with {needle:?}");
+    let warning = await_log(agent, &what, |line| {
+        line.contains("WARN") && line.contains(needle)
+    })
+    .await;
+    assert!(
+        warning.contains(&file.display().to_string()) && warning.contains(key),
+        "the warning should name {} and its key {key}: {warning}",
+        file.display()
+    );
+    warning
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::poll::poll_until;
+use crate::process::describe;
 
 /// How long a service may take to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -207,13 +208,4 @@ fn signal(pid: u32, signal: Signal) {
 
 fn read_lossy(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
 }

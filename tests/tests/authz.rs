@@ -5,16 +5,16 @@
 //! verified client and which only their list.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::{CaSigner, ClientSpec};
 use dice_tests::pki::CLIENT_CN;
+use dice_tests::process::check_config;
 use dice_tests::rpc_log::rpc_lines;
 use dice_tests::{
-    Agent, AgentConfig, Client, Ctl, Identity, LeafSpec, ListenerConfig, Pki, TlsClient,
-    poll_until, run_agent, tempdir,
+    Agent, AgentConfig, Client, Ctl, Identity, LeafSpec, ListenerConfig, Pki, TlsClient, fresh_pki,
+    poll_until,
 };
 use tonic::Code;
 
@@ -91,8 +91,7 @@ async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
 
 #[tokio::test]
 async fn exact_common_name_is_served_and_any_other_client_is_denied() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let intruder = pki.issue(&LeafSpec::client("intruder"));
     // A name that only starts like the allowed one: exact means exact.
     let lookalike = pki.issue(&LeafSpec::client("lookalike").common_name("dice-test-client-2"));
@@ -117,8 +116,7 @@ async fn exact_common_name_is_served_and_any_other_client_is_denied() {
 
 #[tokio::test]
 async fn dns_san_glob_matches_names_below_the_domain_only() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let ca = CaSigner::of(&pki);
     // Common names that match nothing, so only the DNS SAN can let a client in.
     let web = ca.issue(&ClientSpec::new("web").dns("web-1.fleet.test"));
@@ -137,8 +135,7 @@ async fn dns_san_glob_matches_names_below_the_domain_only() {
 
 #[tokio::test]
 async fn spiffe_uri_san_is_an_identity() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let ca = CaSigner::of(&pki);
     let prod = ca.issue(
         &ClientSpec::new("prod-roller")
@@ -171,8 +168,7 @@ async fn spiffe_uri_san_is_an_identity() {
 
 #[tokio::test]
 async fn allow_lists_are_per_listener() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let intruder = pki.issue(&LeafSpec::client("intruder"));
     let config = AgentConfig::new("authz-node")
         .tls(pki.server_tls())
@@ -198,25 +194,12 @@ async fn allow_lists_are_per_listener() {
 
 #[test]
 fn dicectl_roll_as_a_denied_client_names_the_refusal() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let intruder = pki.issue(&LeafSpec::client("intruder"));
     let agent = Agent::spawn(&allow_config(&pki, &[CLIENT_CN]));
     let node = agent.addr("mtls").to_string();
 
-    let roll = |who: &Identity| {
-        Ctl::run([
-            "roll".as_ref(),
-            "--node".as_ref(),
-            node.as_ref(),
-            "--ca".as_ref(),
-            pki.ca_cert().as_os_str(),
-            "--cert".as_ref(),
-            who.cert.as_os_str(),
-            "--key".as_ref(),
-            who.key.as_os_str(),
-        ])
-    };
+    let roll = |who: &Identity| Ctl::roll(&node, pki.ca_cert(), &who.cert, &who.key);
     roll(pki.client()).assert_success();
     let denied = roll(&intruder);
     denied.assert_code(1);
@@ -244,17 +227,16 @@ fn listener_block<'a>(check: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn check_says_who_each_listener_serves() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let config = AgentConfig::new("authz-node")
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("open"))
         .listener(ListenerConfig::mtls("strict").allow([CLIENT_CN, "spiffe://dice.test/*"]))
         .listener(ListenerConfig::h2c("local"));
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, config.to_toml()).expect("write the config");
+    config.write(&path);
 
-    let output = run_agent([Path::new("--config"), &path, Path::new("--check")]);
+    let output = check_config(&path);
     output.assert_success();
     let open = listener_block(&output.stdout, "open");
     assert!(
@@ -278,8 +260,7 @@ fn check_says_who_each_listener_serves() {
 
 #[test]
 fn allow_on_an_h2c_listener_or_an_empty_pattern_is_a_config_error() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let cases = [
         (
             ListenerConfig::h2c("local").allow(["dicectl"]),
@@ -295,8 +276,8 @@ fn allow_on_an_h2c_listener_or_an_empty_pattern_is_a_config_error() {
             .tls(pki.server_tls())
             .listener(listener);
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, config.to_toml()).expect("write the config");
-        let output = run_agent([Path::new("--config"), &path, Path::new("--check")]);
+        config.write(&path);
+        let output = check_config(&path);
         output.assert_code(2).assert_stderr_contains(expected);
         assert!(
             output.stderr.contains("node.toml line "),

@@ -1,18 +1,22 @@
 //! `dicectl bench` against a real agent: it loads the node for about a
 //! second over mTLS and h2c, and its JSON says how many RPCs succeeded.
 
-use dice_tests::{Agent, AgentConfig, Ctl, Pki, tempdir};
+use dice_tests::fleet::closed_port;
+use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, fresh_pki};
 use serde_json::Value;
 
-fn certs(pki: &Pki) -> Vec<String> {
-    [
+/// Runs `dicectl ARGS --ca CA --cert CERT --key KEY` as `pki`'s client;
+/// `args` is split on whitespace.
+fn ctl_as_client(pki: &Pki, args: &str) -> RunOutput {
+    let mut args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+    for (flag, path) in [
         ("--ca", pki.ca_cert()),
         ("--cert", pki.client().cert.as_path()),
         ("--key", pki.client().key.as_path()),
-    ]
-    .iter()
-    .flat_map(|(flag, path)| [(*flag).to_owned(), path.display().to_string()])
-    .collect()
+    ] {
+        args.extend([flag.to_owned(), path.display().to_string()]);
+    }
+    Ctl::run(&args)
 }
 
 fn json(stdout: &str) -> Value {
@@ -21,30 +25,16 @@ fn json(stdout: &str) -> Value {
 
 #[test]
 fn bench_loads_mtls_and_h2c_and_reports_json() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
     let mtls = agent.mtls_addr().to_string();
     let h2c = format!("h2c://{}", agent.h2c_addr());
-    let mut args: Vec<String> = [
-        "--output",
-        "json",
-        "bench",
-        "--node",
-        &mtls,
-        &h2c,
-        "--connections",
-        "2",
-        "--streams",
-        "4",
-        "--duration",
-        "1s",
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect();
-    args.extend(certs(&pki));
-    let run = Ctl::run(&args);
+    let run = ctl_as_client(
+        &pki,
+        &format!(
+            "--output json bench --node {mtls} {h2c} --connections 2 --streams 4 --duration 1s"
+        ),
+    );
     run.assert_success();
     let document = json(&run.stdout);
     assert_eq!(document["schema_version"], 1, "{document}");
@@ -85,24 +75,15 @@ fn bench_loads_mtls_and_h2c_and_reports_json() {
 
 #[test]
 fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
-    let mut args: Vec<String> = [
-        "--output",
-        "json",
-        "bench",
-        "--node",
-        &agent.mtls_addr().to_string(),
-        "--new-connection-per-rpc",
-        "--duration",
-        "500ms",
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect();
-    args.extend(certs(&pki));
-    let run = Ctl::run(&args);
+    let run = ctl_as_client(
+        &pki,
+        &format!(
+            "--output json bench --node {} --new-connection-per-rpc --duration 500ms",
+            agent.mtls_addr()
+        ),
+    );
     run.assert_success();
     let summary = &json(&run.stdout)["summary"];
     assert!(summary["handshakes"].as_u64().unwrap_or(0) > 0, "{summary}");
@@ -113,28 +94,20 @@ fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
     );
 
     // One RPC per connection: more streams on one is a usage error, and nothing runs.
-    let mut args: Vec<String> = [
-        "bench",
-        "--node",
-        &agent.mtls_addr().to_string(),
-        "--new-connection-per-rpc",
-        "--streams",
-        "2",
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect();
-    args.extend(certs(&pki));
-    Ctl::run(&args)
-        .assert_code(2)
-        .assert_stderr_contains("--new-connection-per-rpc");
+    ctl_as_client(
+        &pki,
+        &format!(
+            "bench --node {} --new-connection-per-rpc --streams 2",
+            agent.mtls_addr()
+        ),
+    )
+    .assert_code(2)
+    .assert_stderr_contains("--new-connection-per-rpc");
 }
 
 #[test]
 fn bench_against_a_dead_node_reports_errors_and_exits_1() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let addr = closed_port();
     let run = Ctl::run([
         "--output",
         "json",

@@ -16,12 +16,10 @@ use dice_tests::rotation::{await_log, await_serial};
 use dice_tests::{Agent, AgentConfig, LeafSpec, ListenerConfig, Pki, run_agent, tempdir};
 use serde::Deserialize;
 
+/// The permission bits of `path`.
 fn mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .expect("file exists")
-        .permissions()
-        .mode()
-        & 0o777
+    let metadata = fs::metadata(path).expect("file exists");
+    metadata.permissions().mode() & 0o777
 }
 
 /// An agent serving `server` on an mTLS listener named `mtls`, verifying clients against `client_ca`.

@@ -9,24 +9,20 @@ use dice_tests::fixtures::{
     Fixture, fixtures_dir, stage, stage_example, toml_files, workspace_root,
 };
 use dice_tests::pki::SERVER_CN;
-use dice_tests::{Agent, AgentConfig, ListenerConfig, Pki, RunOutput, run_agent, tempdir};
-
-fn check(config: &Path) -> RunOutput {
-    run_agent([Path::new("--config"), config, Path::new("--check")])
-}
+use dice_tests::process::check_config;
+use dice_tests::{Agent, AgentConfig, ListenerConfig, fresh_pki, run_agent, tempdir};
 
 #[test]
 fn check_on_a_valid_config_exits_zero_and_summarizes_it() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let config = AgentConfig::new("check-node-42")
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("public-check"))
         .listener(ListenerConfig::h2c("local-check"));
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, config.to_toml()).expect("write the config");
+    config.write(&path);
 
-    let output = check(&path);
+    let output = check_config(&path);
     output.assert_success();
     let text = output.combined();
     for needle in ["check-node-42", "public-check", "local-check", SERVER_CN] {
@@ -53,7 +49,7 @@ fn every_invalid_fixture_exits_2_with_its_message() {
             fixture.path.display()
         );
         let staged = stage(fixture);
-        let output = check(&staged.config);
+        let output = check_config(&staged.config);
         let mut problems = Vec::new();
         if output.code() != Some(2) {
             problems.push(format!("exit {:?}, expected 2", output.code()));
@@ -101,7 +97,7 @@ fn invalid_config_without_check_also_exits_2() {
 fn missing_config_file_exits_2_and_names_it() {
     let dir = tempdir();
     let path = dir.path().join("no-such-node.toml");
-    let output = check(&path);
+    let output = check_config(&path);
     output
         .assert_code(2)
         .assert_stderr_contains("no-such-node.toml");
@@ -112,19 +108,22 @@ fn unknown_flag_exits_2() {
     run_agent(["--no-such-flag"]).assert_code(2);
 }
 
+/// Asserts that `dice-agent --check` passes `config` (staged from `name`).
+fn assert_passes_check(config: &Path, name: impl std::fmt::Display) {
+    let output = check_config(config);
+    assert_eq!(
+        output.code(),
+        Some(0),
+        "{name} should pass --check\n{output}"
+    );
+}
+
 #[test]
 fn every_valid_fixture_passes_check() {
     let fixtures = Fixture::load_dir(&fixtures_dir().join("config/valid"));
     assert!(!fixtures.is_empty(), "no valid fixtures found");
     for fixture in &fixtures {
-        let staged = stage(fixture);
-        let output = check(&staged.config);
-        assert_eq!(
-            output.code(),
-            Some(0),
-            "{} should pass --check\n{output}",
-            fixture.file_name
-        );
+        assert_passes_check(&stage(fixture).config, &fixture.file_name);
     }
 }
 
@@ -175,13 +174,6 @@ fn every_example_agent_config_passes_check() {
         dir.display()
     );
     for example in &examples {
-        let staged = stage_example(example);
-        let output = check(&staged.config);
-        assert_eq!(
-            output.code(),
-            Some(0),
-            "{} should pass --check\n{output}",
-            example.display()
-        );
+        assert_passes_check(&stage_example(example).config, example.display());
     }
 }

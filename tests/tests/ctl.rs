@@ -1,20 +1,12 @@
 //! `dicectl` against a real agent: `certs init` output works end to end, and
 //! `roll` names the failing stage (`connect`, `tls`) with exit 1.
 
-use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::SocketAddr;
 
-use dice_tests::{Agent, AgentConfig, Ctl, ListenerConfig, Pki, RunOutput, TlsFiles, tempdir};
-
-fn roll(node: SocketAddr, ca: &Path, cert: &Path, key: &Path) -> RunOutput {
-    let mut args: Vec<OsString> = vec!["roll".into(), "--node".into(), node.to_string().into()];
-    for (flag, path) in [("--ca", ca), ("--cert", cert), ("--key", key)] {
-        args.push(flag.into());
-        args.push(path.into());
-    }
-    Ctl::run(args)
-}
+use dice_tests::fleet::closed_port;
+use dice_tests::{
+    Agent, AgentConfig, Ctl, ListenerConfig, RunOutput, TlsFiles, fresh_pki, tempdir,
+};
 
 /// Asserts `dicectl roll` failed with exit 1 and exactly one stderr line
 /// `dicectl: node ADDR: STAGE: ...`.
@@ -31,16 +23,6 @@ fn assert_failed_at(output: &RunOutput, node: SocketAddr, stage: &str) {
         lines[0].starts_with(&prefix),
         "expected stderr to start with {prefix:?}\n{output}"
     );
-}
-
-fn assert_rolled(output: &RunOutput) {
-    output.assert_success();
-    let value: i32 = output
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("dicectl roll should print the value\n{output}"));
-    assert!((1..=6).contains(&value), "rolled {value}\n{output}");
 }
 
 #[test]
@@ -84,13 +66,13 @@ fn certs_init_output_works_end_to_end() {
             .listener(ListenerConfig::mtls("mtls")),
     );
     let node = agent.addr("mtls");
-    let output = roll(
+    let output = Ctl::roll(
         node,
         &certs.join("ca.pem"),
         &certs.join("client.pem"),
         &certs.join("client-key.pem"),
     );
-    assert_rolled(&output);
+    output.assert_rolled();
 
     // Running init again without --force must not overwrite the PKI.
     let before = std::fs::read(certs.join("ca.pem")).expect("read ca.pem");
@@ -108,27 +90,25 @@ fn certs_init_output_works_end_to_end() {
 
 #[test]
 fn roll_with_the_harness_pki_succeeds() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
-    let output = roll(
+    let output = Ctl::roll(
         agent.addr("mtls"),
         pki.ca_cert(),
         &pki.client().cert,
         &pki.client().key,
     );
-    assert_rolled(&output);
+    output.assert_rolled();
 }
 
 #[test]
 fn roll_with_a_client_certificate_from_another_ca_fails_at_tls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let node = agent.addr("mtls");
 
-    let output = roll(
+    let output = Ctl::roll(
         node,
         pki.ca_cert(),
         &other.client().cert,
@@ -139,25 +119,20 @@ fn roll_with_a_client_certificate_from_another_ca_fails_at_tls() {
 
 #[test]
 fn roll_that_does_not_trust_the_server_fails_at_tls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let node = agent.addr("mtls");
 
-    let output = roll(node, other.ca_cert(), &pki.client().cert, &pki.client().key);
+    let output = Ctl::roll(node, other.ca_cert(), &pki.client().cert, &pki.client().key);
     assert_failed_at(&output, node, "tls");
 }
 
 #[test]
 fn roll_against_a_closed_port_fails_at_connect() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     // Bind then close: nothing listens there afterwards.
-    let node = {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        listener.local_addr().expect("local addr")
-    };
-    let output = roll(node, pki.ca_cert(), &pki.client().cert, &pki.client().key);
+    let node = closed_port();
+    let output = Ctl::roll(node, pki.ca_cert(), &pki.client().cert, &pki.client().key);
     assert_failed_at(&output, node, "connect");
 }

@@ -11,15 +11,14 @@ use dice_tests::django::DjangoSite;
 use dice_tests::nginx::Nginx;
 use dice_tests::rpc_log::{await_rolls, rolls};
 use dice_tests::service::free_port;
-use dice_tests::{Agent, AgentConfig, Pki, tempdir};
+use dice_tests::{Agent, AgentConfig, fresh_pki};
 
 /// The Unicode die faces, ⚀ (1) to ⚅ (6).
 const FACES: [&str; 6] = ["⚀", "⚁", "⚂", "⚃", "⚄", "⚅"];
 
 #[test]
 fn django_page_shows_a_die_face_rolled_by_a_real_agent() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let site = DjangoSite::spawn(agent.mtls_addr(), pki.ca_cert(), pki.client());
 
@@ -47,8 +46,7 @@ fn django_page_shows_a_die_face_rolled_by_a_real_agent() {
 
 #[test]
 fn django_error_pages_when_the_node_is_down_or_refuses_the_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let stranger = pki.unrelated("other");
 
     // A node that is down: nothing listens on a port that was just free.

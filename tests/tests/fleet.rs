@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use dice_tests::fleet::{FleetFile, SilentPeer, closed_port, run_ctl_env, run_ctl_in};
 use dice_tests::golden::{assert_golden, normalize_json, normalize_table, pretty};
-use dice_tests::{Agent, AgentConfig, LeafSpec, ListenerConfig, Pki, RunOutput, Signal, tempdir};
+use dice_tests::{
+    Agent, AgentConfig, Identity, LeafSpec, ListenerConfig, Pki, RunOutput, Signal, tempdir,
+};
 use serde::Deserialize;
 use tempfile::TempDir;
 
@@ -151,6 +153,23 @@ fn assert_rfc3339(text: &str) {
     assert!(pattern.is_match(text), "not an RFC 3339 UTC time: {text:?}");
 }
 
+/// Asserts how every fleet document starts: schema version 1, `command`, and
+/// an RFC 3339 start time.
+fn assert_start((schema_version, command, started_at): (u32, &str, &str), expected: &str) {
+    assert_eq!((schema_version, command), (1, expected));
+    assert_rfc3339(started_at);
+}
+
+/// Asserts one row per node of the mixed fleet, `(name, address)`, sorted by
+/// name, each at a loopback address.
+fn assert_mixed_rows<'a>(rows: impl Iterator<Item = (&'a String, &'a String)>) {
+    let (names, addresses): (Vec<&String>, Vec<&String>) = rows.unzip();
+    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
+    for address in addresses {
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+    }
+}
+
 /// Parses stdout as exactly one JSON document, of type `T`.
 fn parse_json<T: serde::de::DeserializeOwned>(output: &RunOutput) -> (T, serde_json::Value) {
     let typed: T = serde_json::from_str(&output.stdout)
@@ -173,14 +192,7 @@ impl MixedFleet {
     fn start() -> Self {
         let dir = tempdir();
         let pki = Pki::new(&dir.path().join("pki"));
-        let serving = |name: &str, spec: LeafSpec| {
-            let identity = pki.issue(&spec);
-            Agent::spawn(
-                &AgentConfig::new(name)
-                    .tls(pki.tls_files_for(&identity))
-                    .listener(ListenerConfig::mtls("mtls")),
-            )
-        };
+        let serving = |name: &str, spec: LeafSpec| serve_as(&pki, name, &pki.issue(&spec));
         let healthy = serving("healthy", LeafSpec::server("healthy"));
         let expiring = serving(
             "expiring",
@@ -189,10 +201,7 @@ impl MixedFleet {
         let mut stopped = serving("stopped", LeafSpec::server("stopped"));
         let stopped_addr = stopped.mtls_addr();
         stopped.signal(Signal::TERM);
-        let status = stopped
-            .wait_exit(Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("the stopped agent did not exit\n{}", stopped.dump()));
-        assert!(status.success(), "{status}\n{}", stopped.dump());
+        stopped.assert_clean_exit(Duration::from_secs(20), "after SIGTERM (the stopped node)");
         let silent = SilentPeer::bind();
 
         let fleet = dir.path().join("fleet.toml");
@@ -216,6 +225,35 @@ impl MixedFleet {
         all.extend_from_slice(args);
         run_ctl_in(self.dir.path(), all)
     }
+
+    /// Runs `dicectl --fleet FILE ARGS` over the whole fleet, bad nodes
+    /// included: it exits 1, says nothing on stderr (no `-v`), and takes
+    /// about one timeout.
+    fn run_with_failures(&self, args: &[&str]) -> RunOutput {
+        let (output, elapsed) = self.run(args);
+        output.assert_code(1);
+        assert_eq!(output.stderr, "", "nothing on stderr without -v\n{output}");
+        assert_about_one_timeout(elapsed, &output);
+        output
+    }
+
+    /// As [`MixedFleet::run_with_failures`] for a JSON run: compares the
+    /// normalized document with `golden`, and reads it strictly as `T`.
+    fn json_document<T: serde::de::DeserializeOwned>(&self, args: &[&str], golden: &str) -> T {
+        let output = self.run_with_failures(args);
+        let (document, value) = parse_json(&output);
+        assert_golden(golden, &pretty(&normalize_json(&value)));
+        document
+    }
+}
+
+/// An agent named `name` serving `identity` on one mTLS listener.
+fn serve_as(pki: &Pki, name: &str, identity: &Identity) -> Agent {
+    Agent::spawn(
+        &AgentConfig::new(name)
+            .tls(pki.tls_files_for(identity))
+            .listener(ListenerConfig::mtls("mtls")),
+    )
 }
 
 /// Asserts the run took about one timeout: at least one (a silent node waits
@@ -231,29 +269,23 @@ fn assert_about_one_timeout(elapsed: Duration, output: &RunOutput) {
 fn health_over_a_mixed_fleet() {
     let fleet = MixedFleet::start();
 
-    let (output, elapsed) = fleet.run(&["health"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "nothing on stderr without -v\n{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["health"]);
     assert_golden("fleet-health.txt", &normalize_table(&output.stdout, None));
 
-    let (output, elapsed) = fleet.run(&["health", "--output", "json"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
-    let (document, value): (HealthDocument, _) = parse_json(&output);
-    assert_golden("fleet-health.json", &pretty(&normalize_json(&value)));
-
-    assert_eq!(
-        (document.schema_version, document.command.as_str()),
-        (1, "health")
+    let document: HealthDocument =
+        fleet.json_document(&["health", "--output", "json"], "fleet-health.json");
+    assert_start(
+        (
+            document.schema_version,
+            &document.command,
+            &document.started_at,
+        ),
+        "health",
     );
-    assert_rfc3339(&document.started_at);
     assert_eq!((document.timeout_ms, document.concurrency), (1000, 64));
     assert_eq!(document.expiry_warning_ms, 14 * 86_400 * 1000);
     assert!(document.duration_ms >= 1000, "{}", document.duration_ms);
-    let names: Vec<&str> = document.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
+    assert_mixed_rows(document.nodes.iter().map(|n| (&n.name, &n.address)));
     let node = |name: &str| {
         (document.nodes.iter())
             .find(|node| node.name == name)
@@ -331,47 +363,37 @@ fn health_over_a_mixed_fleet() {
     assert_eq!((summary.unreachable, summary.timeout), (1, 1));
     assert_eq!((summary.not_serving, summary.tls_error), (0, 0));
     assert!(summary.latency_p50_ms.is_some() && summary.latency_max_ms < Some(1000));
-    for node in &document.nodes {
-        assert!(node.address.starts_with("127.0.0.1:"), "{}", node.address);
-    }
 }
 
 #[test]
 fn roll_over_a_mixed_fleet() {
     let fleet = MixedFleet::start();
 
-    let (output, elapsed) = fleet.run(&["roll", "--all"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
+    let output = fleet.run_with_failures(&["roll", "--all"]);
     assert_golden(
         "fleet-roll.txt",
         &normalize_table(&output.stdout, Some("VALUE")),
     );
 
     // Global options after the subcommand, and several dice per node.
-    let (output, elapsed) = fleet.run(&["roll", "--all", "--count", "3", "--output", "json"]);
-    output.assert_code(1);
-    assert_eq!(output.stderr, "", "{output}");
-    assert_about_one_timeout(elapsed, &output);
-    let (document, value): (RollDocument, _) = parse_json(&output);
-    assert_golden("fleet-roll.json", &pretty(&normalize_json(&value)));
-
-    assert_eq!(
-        (document.schema_version, document.command.as_str()),
-        (1, "roll")
+    let document: RollDocument = fleet.json_document(
+        &["roll", "--all", "--count", "3", "--output", "json"],
+        "fleet-roll.json",
     );
-    assert_rfc3339(&document.started_at);
+    assert_start(
+        (
+            document.schema_version,
+            &document.command,
+            &document.started_at,
+        ),
+        "roll",
+    );
     assert_eq!(
         (document.timeout_ms, document.concurrency, document.count),
         (1000, 64, 3)
     );
     assert!(document.duration_ms >= 1000);
-    let names: Vec<&str> = document.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["expiring", "healthy", "silent", "stopped"]);
-    for node in &document.nodes {
-        assert!(node.address.starts_with("127.0.0.1:"), "{}", node.address);
-    }
+    assert_mixed_rows(document.nodes.iter().map(|n| (&n.name, &n.address)));
     for node in &document.nodes[..2] {
         assert!(node.ok && node.error.is_none(), "{node:?}");
         assert_eq!(node.values.len(), 3);
@@ -482,11 +504,7 @@ fn health_exits_1_for_a_certificate_inside_the_warning_threshold() {
     // An hour short of 10 days, so "9 days" holds whatever second the check runs in.
     let lifetime = time::Duration::days(10) - time::Duration::hours(1);
     let identity = pki.issue(&LeafSpec::server("soon").expires_in(lifetime));
-    let agent = Agent::spawn(
-        &AgentConfig::new("soon")
-            .tls(pki.tls_files_for(&identity))
-            .listener(ListenerConfig::mtls("mtls")),
-    );
+    let agent = serve_as(&pki, "soon", &identity);
     FleetFile::new(&pki)
         .node("soon", agent.mtls_addr())
         .write(&dir.path().join("fleet.toml"));
@@ -735,11 +753,7 @@ fn health_shows_a_rejected_certificate_reload() {
     let dir = tempdir();
     let pki = Pki::new(&dir.path().join("pki"));
     let identity = pki.issue(&LeafSpec::server("reloading"));
-    let agent = Agent::spawn(
-        &AgentConfig::new("reloading")
-            .tls(pki.tls_files_for(&identity))
-            .listener(ListenerConfig::mtls("mtls")),
-    );
+    let agent = serve_as(&pki, "reloading", &identity);
     FleetFile::new(&pki)
         .node("reloading", agent.mtls_addr())
         .write(&dir.path().join("fleet.toml"));

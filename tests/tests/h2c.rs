@@ -2,12 +2,11 @@
 
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::ServingStatus;
-use dice_tests::{Agent, AgentConfig, Client, ListenerConfig, Mode, Pki, tempdir};
+use dice_tests::{Agent, AgentConfig, Client, ListenerConfig, Mode, fresh_pki};
 
 #[tokio::test]
 async fn h2c_listener_serves_a_plaintext_client() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let client = Client::h2c(agent.addr("h2c"))

@@ -3,118 +3,42 @@
 //! certificate verification, tonic over HTTP/2). If these fail, the harness is
 //! wrong; if these pass and an agent scenario fails, the agent is.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
-use dice_proto::api::dice_service_server::{DiceService, DiceServiceServer};
-use dice_proto::api::{RollDieRequest, RollDieResponse};
+use dice_proto::api::RollDieRequest;
+use dice_proto::api::dice_service_server::DiceServiceServer;
 use dice_tests::client::{handshake, is_clean_refusal, roll_once};
+use dice_tests::fleet::closed_port;
+use dice_tests::reference::{self, Dice};
 use dice_tests::{
-    Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, poll_until_async, tempdir,
+    Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, fresh_pki,
+    poll_until_async,
 };
-use rustls::RootCertStore;
-use rustls::ServerConfig;
-use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
-use tonic::{Request, Response, Status};
 
-struct AlwaysFour;
+/// What the reference servers here always roll.
+const ROLLED: i32 = 4;
 
-#[tonic::async_trait]
-impl DiceService for AlwaysFour {
-    async fn roll_die(
-        &self,
-        _: Request<RollDieRequest>,
-    ) -> Result<Response<RollDieResponse>, Status> {
-        Ok(Response::new(RollDieResponse { value: 4 }))
-    }
-}
-
-/// A TLS stream tonic can serve (tonic's own TLS feature is not compiled in).
-struct Tls(TlsStream<TcpStream>);
-
-impl Connected for Tls {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for Tls {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tls {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-fn server_config(pki: &Pki, server: &Identity) -> ServerConfig {
-    let provider = dice_proto::crypto::provider();
-    let mut roots = RootCertStore::empty();
-    for cert in dice_proto::pem::load_certs(pki.ca_cert()).expect("load ca.pem") {
-        roots.add(cert).expect("add the CA");
-    }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .expect("client verifier");
-    let chain = dice_proto::pem::load_certs(&server.cert).expect("load the server chain");
-    let key = dice_proto::pem::load_key(&server.key).expect("load the server key");
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .expect("the key matches the certificate");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    config
+/// The mTLS server config the reference server uses, presenting `server`.
+fn server_config(pki: &Pki, server: &Identity) -> Arc<rustls::ServerConfig> {
+    reference::server_config(&server.cert, &server.key, pki.ca_cert())
+        .unwrap_or_else(|error| panic!("a server config for {}: {error}", server.cert.display()))
 }
 
 /// Serves DiceService over mTLS on an ephemeral port until the test's runtime ends.
 async fn reference_server(pki: &Pki) -> SocketAddr {
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(pki, pki.server())));
+    let acceptor = TlsAcceptor::from(server_config(pki, pki.server()));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Tls>>(16);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let _ = sender.send(Ok(Tls(tls))).await;
-                }
-            });
-        }
-    });
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(reference::accept_tls(listener, acceptor, sender));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(DiceServiceServer::new(AlwaysFour))
+            .add_service(DiceServiceServer::new(Dice::Always(ROLLED)))
             .serve_with_incoming(ReceiverStream::new(receiver)),
     );
     addr
@@ -122,8 +46,7 @@ async fn reference_server(pki: &Pki) -> SocketAddr {
 
 #[test]
 fn every_key_form_loads_into_rustls_and_says_what_it_is() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let forms = [
         (KeyKind::Rsa2048, KeyFormat::Pkcs1),
         (KeyKind::Rsa2048, KeyFormat::Pkcs8),
@@ -155,14 +78,13 @@ fn every_key_form_loads_into_rustls_and_says_what_it_is() {
 
 #[tokio::test]
 async fn clients_and_handshakes_work_against_a_reference_server() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let addr = reference_server(&pki).await;
 
     let client = Client::mtls(addr, &pki.client_tls())
         .await
         .expect("connect");
-    assert_eq!(client.roll().await.expect("roll"), 4);
+    assert_eq!(client.roll().await.expect("roll"), ROLLED);
 
     let shook = handshake(addr, &pki.client_tls()).await.expect("handshake");
     assert_eq!(shook.server_cert.serial, pki.server().serial());
@@ -195,10 +117,7 @@ async fn clients_and_handshakes_work_against_a_reference_server() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_clean_refusal() {
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("local addr")
-    };
+    let addr = closed_port();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_lazy();
@@ -217,9 +136,7 @@ async fn reference_h2c_server(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<DiceServiceServer<AlwaysFour>>()
-        .await;
+    reporter.set_serving::<DiceServiceServer<Dice>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dice_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -227,14 +144,12 @@ async fn reference_h2c_server(
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(DiceServiceServer::new(AlwaysFour))
+        .add_service(DiceServiceServer::new(Dice::Always(ROLLED)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async move {
                 let _ = shutdown.await;
-                reporter
-                    .set_not_serving::<DiceServiceServer<AlwaysFour>>()
-                    .await;
+                reporter.set_not_serving::<DiceServiceServer<Dice>>().await;
             },
         );
     let task = tokio::spawn(async move { server.await.expect("reference server") });

@@ -11,16 +11,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use dice_tests::client::{handshake, roll_once};
-use dice_tests::rotation::{LiveTls, Replace, await_log, read, replace};
+use dice_tests::process::check_config;
+use dice_tests::rotation::{LiveTls, Replace, await_log, await_warning, read, replace};
 use dice_tests::secrets::KeyTraces;
 use dice_tests::{
-    Agent, AgentConfig, KeyFormat, KeyKind, LeafSpec, ListenerConfig, Pki, RunOutput, run_agent,
-    tempdir,
+    Agent, AgentConfig, KeyFormat, KeyKind, LeafSpec, ListenerConfig, RunOutput, fresh_pki,
+    run_agent,
 };
 
 async fn serves_with_server_key(kind: KeyKind, format: KeyFormat) {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let server = pki.issue(&LeafSpec::server("keyed-server").key(kind).format(format));
     let key_text = fs::read_to_string(&server.key).expect("read the key file");
     assert!(
@@ -76,8 +76,7 @@ async fn ed25519_pkcs8_key_serves() {
 
 #[tokio::test]
 async fn rsa_client_certificate_is_accepted() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let client = pki.issue(
         &LeafSpec::client("rsa-client")
             .key(KeyKind::Rsa2048)
@@ -93,8 +92,7 @@ async fn rsa_client_certificate_is_accepted() {
 
 #[tokio::test]
 async fn per_listener_tls_override_serves_its_own_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.issue(&LeafSpec::server("override-server").key(KeyKind::EcdsaP384));
     let config = AgentConfig::new("override-node")
         .tls(pki.server_tls())
@@ -122,14 +120,13 @@ fn chmod(path: &Path, mode: u32) {
 
 fn check(config: &AgentConfig, dir: &Path) -> RunOutput {
     let path = dir.join("check.toml");
-    fs::write(&path, config.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")])
+    config.write(&path);
+    check_config(&path)
 }
 
 #[tokio::test]
 async fn a_key_readable_by_others_is_a_warning_at_start_naming_the_file() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let key = &pki.server().key;
     chmod(key, 0o644);
     let config = AgentConfig::standard(&pki);
@@ -144,14 +141,7 @@ async fn a_key_readable_by_others_is_a_warning_at_start_naming_the_file() {
     );
 
     let agent = Agent::spawn(&config);
-    let warning = await_log(&agent, "the key permission warning", |line| {
-        line.contains("WARN") && line.contains("readable by group or others")
-    })
-    .await;
-    assert!(
-        warning.contains(&key.display().to_string()) && warning.contains("tls.key"),
-        "the warning should name the key file and its key: {warning}"
-    );
+    await_warning(&agent, "readable by group or others", key, "tls.key").await;
     roll_once(agent.addr("mtls"), &pki.client_tls())
         .await
         .expect("a warning does not stop the agent serving");
@@ -159,8 +149,7 @@ async fn a_key_readable_by_others_is_a_warning_at_start_naming_the_file() {
 
 #[test]
 fn strict_permissions_makes_a_readable_key_an_error() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let key = pki.server().key.display().to_string();
     let config = AgentConfig::standard(&pki).strict_permissions();
     check(&config, dir.path()).assert_success();
@@ -177,7 +166,7 @@ fn strict_permissions_makes_a_readable_key_an_error() {
     }
     // Not only --check: the agent itself refuses to start.
     let path = dir.path().join("node.toml");
-    fs::write(&path, config.to_toml()).expect("write the config");
+    config.write(&path);
     run_agent([Path::new("--config"), &path])
         .assert_code(2)
         .assert_stderr_contains(&key);
@@ -185,8 +174,7 @@ fn strict_permissions_makes_a_readable_key_an_error() {
 
 #[tokio::test]
 async fn strict_permissions_rejects_a_chmod_on_reload() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki).strict_permissions());
     chmod(&pki.server().key, 0o640);
     let line = await_log(&agent, "the rejected reload", |line| {
@@ -201,8 +189,7 @@ async fn strict_permissions_rejects_a_chmod_on_reload() {
 
 #[tokio::test]
 async fn no_key_material_reaches_the_logs_or_check_output() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let live = LiveTls::install(&dir.path().join("live"), pki.server(), &[pki.ca_cert()]);
     let next = pki.issue(&LeafSpec::server("next"));
     let mismatched = pki.issue(&LeafSpec::server("mismatched"));
@@ -285,8 +272,7 @@ async fn no_key_material_reaches_the_logs_or_check_output() {
 
 #[test]
 fn no_key_material_in_debug_output() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let path = dir.path().join("node.toml");
     fs::write(&path, AgentConfig::standard(&pki).to_toml()).expect("write the config");
     let config = dice_agent::config::load(&path).expect("a valid config");

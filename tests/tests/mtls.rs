@@ -1,25 +1,48 @@
 //! The mTLS listener: rolls, refusals, health, reflection, agent info, and
 //! resistance to idle connections.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, handshake, roll_once, status_chain};
-use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, tempdir, within};
-use tokio::net::TcpStream;
+use dice_tests::heavy::{many_connections, silent_connections};
+use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, fresh_pki, within};
 
 /// A deadline for one roll: far below the agent's 10 s handshake timeout.
 const ROLL_DEADLINE: Duration = Duration::from_secs(2);
 
-#[tokio::test]
-async fn roll_over_mtls_succeeds() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
+/// Spawns an agent with `config` and connects an mTLS client of `pki` to it.
+async fn agent_and_client(pki: &Pki, config: &AgentConfig) -> (Agent, Client) {
+    let agent = Agent::spawn(config);
     let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
         .await
         .expect("connect over mTLS");
+    (agent, client)
+}
+
+/// Asserts that `bad` (described by `what`) is refused at the TLS handshake
+/// and cannot roll, and that a good client of `pki` still rolls afterwards.
+async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str) {
+    let refused = handshake(addr, bad)
+        .await
+        .expect_err(&format!("{what} must be refused"));
+    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
+    eprintln!("refused: {refused}");
+
+    let result = roll_once(addr, bad).await;
+    assert!(result.is_err(), "a roll as {what} succeeded: {result:?}");
+
+    // The agent is still fine for a good client.
+    roll_once(addr, &pki.client_tls())
+        .await
+        .expect("good client rolls");
+}
+
+#[tokio::test]
+async fn roll_over_mtls_succeeds() {
+    let (_dir, pki) = fresh_pki();
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for _ in 0..20 {
         let value = client.roll().await.expect("roll over mTLS");
         assert!((1..=6).contains(&value), "rolled {value}");
@@ -28,8 +51,7 @@ async fn roll_over_mtls_succeeds() {
 
 #[tokio::test]
 async fn server_presents_the_configured_certificate_over_h2() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let shook = handshake(agent.addr("mtls"), &pki.client_tls())
@@ -45,59 +67,40 @@ async fn server_presents_the_configured_certificate_over_h2() {
 
 #[tokio::test]
 async fn client_without_certificate_is_refused() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 
-    let refused = handshake(addr, &pki.client_tls_without_cert())
-        .await
-        .expect_err("a client without a certificate must be refused");
-    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
-    eprintln!("refused: {refused}");
-
-    let result = roll_once(addr, &pki.client_tls_without_cert()).await;
-    assert!(
-        result.is_err(),
-        "a roll without a client certificate succeeded: {result:?}"
-    );
-
-    // The agent is still fine for a good client.
-    roll_once(addr, &pki.client_tls())
-        .await
-        .expect("good client rolls");
+    assert_refused(
+        addr,
+        &pki,
+        &pki.client_tls_without_cert(),
+        "a client without a certificate",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn client_certificate_from_another_ca_is_refused() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let other = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 
     // Trusts the right server CA, but presents a certificate from another CA.
     let stranger = pki.client_tls_as(other.client());
-    let refused = handshake(addr, &stranger)
-        .await
-        .expect_err("a client certificate from another CA must be refused");
-    assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
-    eprintln!("refused: {refused}");
-
-    let result = roll_once(addr, &stranger).await;
-    assert!(
-        result.is_err(),
-        "a roll with another CA's certificate succeeded: {result:?}"
-    );
-    roll_once(addr, &pki.client_tls())
-        .await
-        .expect("good client rolls");
+    assert_refused(
+        addr,
+        &pki,
+        &stranger,
+        "a client certificate from another CA",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn plaintext_client_on_the_mtls_port_fails() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let result = within(
@@ -117,13 +120,8 @@ async fn plaintext_client_on_the_mtls_port_fails() {
 
 #[tokio::test]
 async fn health_is_serving_for_the_server_and_the_dice_service() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_dir, pki) = fresh_pki();
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     for service in ["", DICE_SERVICE_NAME] {
         let status = client.health(service).await.expect("health check");
         assert_eq!(status, ServingStatus::Serving, "health for {service:?}");
@@ -139,13 +137,8 @@ async fn health_is_serving_for_the_server_and_the_dice_service() {
 
 #[tokio::test]
 async fn reflection_lists_the_dice_service() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_dir, pki) = fresh_pki();
+    let (_agent, client) = agent_and_client(&pki, &AgentConfig::standard(&pki)).await;
     let v1 = client.list_services().await.expect("reflection v1");
     assert!(
         v1.iter().any(|name| name == DICE_SERVICE_NAME),
@@ -163,13 +156,9 @@ async fn reflection_lists_the_dice_service() {
 
 #[tokio::test]
 async fn agent_info_names_the_node_and_its_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
-    let agent = Agent::spawn(&AgentConfig::standard(&pki).node("info-node-7"));
-
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
-        .await
-        .expect("connect over mTLS");
+    let (_dir, pki) = fresh_pki();
+    let (_agent, client) =
+        agent_and_client(&pki, &AgentConfig::standard(&pki).node("info-node-7")).await;
     let info = client.info().await.expect("GetInfo");
     assert_eq!(info.node, "info-node-7");
     assert!(
@@ -187,21 +176,15 @@ async fn agent_info_names_the_node_and_its_certificate() {
 
 #[tokio::test]
 async fn idle_connections_do_not_delay_a_good_client() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    // A crowd of connections and a 2 s deadline: one such test at a time.
+    let _heavy = many_connections().await;
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.addr("mtls");
 
     // 100 connections that never send a byte: each one holds a handshake open
     // until the agent's 10 s handshake timeout.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(
-            TcpStream::connect(addr)
-                .await
-                .expect("open an idle connection"),
-        );
-    }
+    let idle = silent_connections(addr, 100).await;
 
     let start = Instant::now();
     let value = within(ROLL_DEADLINE, "a roll beside 100 idle connections", async {

@@ -13,7 +13,7 @@ use dice_tests::nginx::Nginx;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::python::PyRoll;
 use dice_tests::rpc_log::{RpcLine, await_rolls, h2c_connections};
-use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, tempdir};
+use dice_tests::{Agent, AgentConfig, Client, Ctl, ListenerConfig, Pki, Signal, fresh_pki};
 
 /// How long a stopped agent may take to drain and exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,8 +30,7 @@ fn two_agents(pki: &Pki) -> (Agent, Agent) {
 
 #[test]
 fn python_client_and_dicectl_roll_through_nginx() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
 
@@ -42,17 +41,7 @@ fn python_client_and_dicectl_roll_through_nginx() {
     assert_eq!(values.len(), 6);
 
     let client = pki.client();
-    let roll = Ctl::run([
-        "roll".as_ref(),
-        "--node".as_ref(),
-        nginx.addr().to_string().as_ref(),
-        "--ca".as_ref(),
-        pki.ca_cert().as_os_str(),
-        "--cert".as_ref(),
-        client.cert.as_os_str(),
-        "--key".as_ref(),
-        client.key.as_os_str(),
-    ]);
+    let roll = Ctl::roll(nginx.addr(), pki.ca_cert(), &client.cert, &client.key);
     roll.assert_success();
     let value: i32 = roll
         .stdout
@@ -74,8 +63,7 @@ fn python_client_and_dicectl_roll_through_nginx() {
 
 #[test]
 fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let stranger = pki.unrelated("other");
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
@@ -104,8 +92,7 @@ fn nginx_refuses_a_missing_or_untrusted_client_certificate() {
 
 #[test]
 fn nginx_balances_over_both_agents_on_kept_alive_connections() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
 
@@ -138,8 +125,7 @@ fn nginx_balances_over_both_agents_on_kept_alive_connections() {
 
 #[test]
 fn rolls_keep_working_through_nginx_when_one_agent_stops() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let (mut a, b) = two_agents(&pki);
     let nginx = Nginx::spawn(&pki, [a.h2c_addr(), b.h2c_addr()]);
     let roll = |count| {
@@ -155,12 +141,7 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
     assert!(!rolls_a.is_empty() && !rolls_b.is_empty());
 
     a.signal(Signal::TERM);
-    let status = a.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "agent a should exit 0 after SIGTERM, got {status:?}\n{}",
-        a.dump()
-    );
+    a.assert_clean_exit(EXIT_TIMEOUT, "after SIGTERM (agent a)");
 
     let served_by_b = rolls_b.len();
     roll(10);
@@ -184,8 +165,7 @@ fn rolls_keep_working_through_nginx_when_one_agent_stops() {
 
 #[tokio::test]
 async fn only_a_trusted_listener_logs_the_identity_nginx_passes() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let config = AgentConfig::new("proxied")
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("mtls"))

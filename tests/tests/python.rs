@@ -11,12 +11,11 @@ use dice_tests::process::{RUN_TIMEOUT, run_with_timeout};
 use dice_tests::python::PyRoll;
 use dice_tests::rpc_log::{await_rolls, rolls};
 use dice_tests::service::free_port;
-use dice_tests::{Agent, AgentConfig, Pki, tempdir, tools};
+use dice_tests::{Agent, AgentConfig, fresh_pki, tempdir, tools};
 
 #[test]
 fn python_client_rolls_over_mtls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     let values = PyRoll::new(agent.mtls_addr(), pki.ca_cert())
@@ -37,8 +36,7 @@ fn python_client_rolls_over_mtls() {
 
 #[test]
 fn python_client_errors_carry_the_grpc_status() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let stranger = pki.unrelated("other");
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
     let addr = agent.mtls_addr();
@@ -106,8 +104,7 @@ fn generated_stubs_keep_the_wire_contract() {
 
 #[test]
 fn a_forged_identity_header_is_ignored_on_mtls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let agent = Agent::spawn(&AgentConfig::standard(&pki));
 
     PyRoll::new(agent.mtls_addr(), pki.ca_cert())

@@ -20,7 +20,7 @@ use dice_tests::client::{handshake, roll_once};
 use dice_tests::reuse::{ResumingClient, counted_channel};
 use dice_tests::rotation::{
     KubeVolume, LiveTls, RELOAD_TIMEOUT, Replace, assert_serial_holds, await_log, await_ok,
-    await_reload, await_serial, ca_bundle, read, replace, served_serial,
+    await_reload, await_serial, ca_bundle, read, replace, served_serial, tls_secret,
 };
 use dice_tests::{
     Agent, AgentConfig, Client, HandshakeStage, LeafSpec, Pki, Signal, TlsClient, tempdir,
@@ -87,6 +87,14 @@ impl Rig {
         );
     }
 
+    /// The serial of the certificate the agent started with, after checking
+    /// that a fresh handshake shows it (`when`).
+    async fn original_serial(&self, when: &str) -> String {
+        let old = self.pki.server().serial().to_owned();
+        self.assert_serving(&old, when).await;
+        old
+    }
+
     /// The info API reports `serial` for the mTLS listener.
     async fn assert_info_serial(&self, serial: &str) {
         let info = self.info.info().await.expect("GetInfo");
@@ -118,6 +126,18 @@ impl Rig {
         last.error
     }
 
+    /// Waits until the reload is rejected, in the info API and in a `WARN`
+    /// line that both mention every one of `needles`; then checks that fresh
+    /// handshakes (`when`) and the info API still show `old`. Returns the
+    /// reload error.
+    async fn assert_kept_after_rejection(&self, old: &str, needles: &[&str], when: &str) -> String {
+        let error = self.await_rejected(needles).await;
+        self.await_warned(needles).await;
+        self.assert_serving(old, when).await;
+        self.assert_info_serial(old).await;
+        error
+    }
+
     /// Waits until the log has a `WARN` line rejecting a reload that
     /// mentions every one of `needles`, and returns it.
     async fn await_warned(&self, needles: &[&str]) -> String {
@@ -138,8 +158,7 @@ fn path_str(path: &Path) -> &str {
 #[tokio::test]
 async fn certificate_overwritten_in_place_is_served() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    let old = rig.original_serial("before the rotation").await;
     rig.assert_info_serial(&old).await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
@@ -169,8 +188,7 @@ async fn change_made_right_after_ready_is_not_missed() {
 #[tokio::test]
 async fn certificate_renamed_over_the_old_file_is_served() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    rig.original_serial("before the rotation").await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
     rig.live.rotate(&next, Replace::Rename);
@@ -187,19 +205,8 @@ async fn kubernetes_data_symlink_swap_is_served() {
     let dir = tempdir();
     let pki = Pki::new(&dir.path().join("pki"));
     let ca = ca_bundle(&[pki.ca_cert()]);
-    let projected = |identity: &dice_tests::Identity| {
-        vec![
-            ("tls.crt", read(&identity.cert)),
-            ("tls.key", read(&identity.key)),
-            ("ca.crt", ca.clone()),
-        ]
-    };
-    let mut volume = KubeVolume::new(&dir.path().join("secret"), &projected(pki.server()));
-    let live = LiveTls {
-        cert: volume.path("tls.crt"),
-        key: volume.path("tls.key"),
-        client_ca: volume.path("ca.crt"),
-    };
+    let mut volume = KubeVolume::new(&dir.path().join("secret"), &tls_secret(pki.server(), &ca));
+    let live = volume.live_tls();
     let old = pki.server().serial().to_owned();
     let rig = Rig::start_serving(dir, pki, live, EVENTS_ONLY).await;
     rig.assert_serving(&old, "before the swap").await;
@@ -208,7 +215,7 @@ async fn kubernetes_data_symlink_swap_is_served() {
     // the folder it first resolved to was deleted.
     for name in ["second", "third"] {
         let next = rig.pki.issue(&LeafSpec::server(name));
-        volume.swap(&projected(&next));
+        volume.swap(&tls_secret(&next, &ca));
         rig.await_rotated_to(next.serial()).await;
     }
 }
@@ -216,8 +223,7 @@ async fn kubernetes_data_symlink_swap_is_served() {
 #[tokio::test]
 async fn new_key_before_its_certificate_keeps_serving_the_old_pair() {
     let rig = Rig::start("[reload]\npoll_interval = \"0s\"\nsettle_period = \"500ms\"\n").await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the rotation").await;
+    let old = rig.original_serial("before the rotation").await;
 
     let next = rig.pki.issue(&LeafSpec::server("next"));
     rig.live.write_key(&next, Replace::Rename);
@@ -263,23 +269,20 @@ async fn new_key_before_its_certificate_keeps_serving_the_old_pair() {
 #[tokio::test]
 async fn corrupt_certificate_keeps_the_old_one_and_says_why() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     // Half a certificate, as a copy that was cut short leaves it.
     let next = rig.pki.issue(&LeafSpec::server("next"));
     let pem = read(&next.cert);
     replace(&rig.live.cert, &pem[..pem.len() / 2], Replace::InPlace);
     let cert = path_str(&rig.live.cert);
-    let error = rig.await_rejected(&[cert]).await;
+    let error = rig
+        .assert_kept_after_rejection(&old, &[cert], "with a corrupt certificate file")
+        .await;
     assert!(
         error.contains("tls.cert"),
         "the error names the certificate: {error}"
     );
-    rig.await_warned(&[cert]).await;
-    rig.assert_serving(&old, "with a corrupt certificate file")
-        .await;
-    rig.assert_info_serial(&old).await;
 
     // A whole pair then goes through.
     rig.live.rotate(&next, Replace::Rename);
@@ -289,17 +292,17 @@ async fn corrupt_certificate_keeps_the_old_one_and_says_why() {
 #[tokio::test]
 async fn deleted_certificate_keeps_the_old_one_and_says_why() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     let saved = read(&rig.live.cert);
     std::fs::remove_file(&rig.live.cert).expect("delete the certificate");
     let cert = path_str(&rig.live.cert);
-    rig.await_rejected(&[cert, "no such file"]).await;
-    rig.await_warned(&[cert, "no such file"]).await;
-    rig.assert_serving(&old, "with the certificate deleted")
-        .await;
-    rig.assert_info_serial(&old).await;
+    rig.assert_kept_after_rejection(
+        &old,
+        &[cert, "no such file"],
+        "with the certificate deleted",
+    )
+    .await;
 
     // Put back as it was: nothing to swap, and the info API must stop
     // reporting a failure that is over.
@@ -317,21 +320,22 @@ async fn deleted_certificate_keeps_the_old_one_and_says_why() {
 #[tokio::test]
 async fn expired_certificate_is_rejected() {
     let rig = Rig::start(EVENTS_ONLY).await;
-    let old = rig.pki.server().serial().to_owned();
-    rig.assert_serving(&old, "before the change").await;
+    let old = rig.original_serial("before the change").await;
 
     let expired = rig.pki.issue(&LeafSpec::server("expired").expired());
     rig.live.rotate(&expired, Replace::Rename);
     let cert = path_str(&rig.live.cert);
-    let error = rig.await_rejected(&[cert, "expired"]).await;
+    let error = rig
+        .assert_kept_after_rejection(
+            &old,
+            &[cert, "expired"],
+            "with an expired certificate on disk",
+        )
+        .await;
     assert!(
         error.contains(expired.serial()),
         "names the serial: {error}"
     );
-    rig.await_warned(&[cert, "expired"]).await;
-    rig.assert_serving(&old, "with an expired certificate on disk")
-        .await;
-    rig.assert_info_serial(&old).await;
 }
 
 /// Whether a fresh handshake as `client` is refused by the server (and not,
@@ -721,9 +725,8 @@ async fn busy_folder_does_not_hold_off_reloads_or_shutdown() {
     await_serial(addr, &client, next.serial()).await;
 
     agent.signal(Signal::TERM);
-    let status = agent.wait_exit(Duration::from_secs(5));
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "the agent should exit 0 within its 1 s grace period after SIGTERM: {status:?}"
+    agent.assert_clean_exit(
+        Duration::from_secs(5),
+        "after SIGTERM, with a 1 s grace period",
     );
 }

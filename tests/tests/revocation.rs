@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::{CaSigner, Crl};
 use dice_tests::client::{handshake, roll_once};
-use dice_tests::rotation::{RELOAD_TIMEOUT, Replace, await_log, await_ok, replace};
+use dice_tests::process::check_config;
+use dice_tests::rotation::{RELOAD_TIMEOUT, Replace, await_log, await_ok, await_warning, replace};
 use dice_tests::{
     Agent, AgentConfig, Client, Ctl, HandshakeStage, Identity, LeafSpec, ListenerConfig, Pki,
-    RunOutput, TlsClient, run_agent, tempdir,
+    RunOutput, TlsClient, fresh_pki,
 };
 
 /// The alert rustls sends for a revoked client certificate, as the client reports it.
@@ -64,23 +65,13 @@ async fn assert_rolls(agent: &Agent, tls: &TlsClient) {
 }
 
 fn dicectl_roll(node: SocketAddr, pki: &Pki, who: &Identity) -> RunOutput {
-    Ctl::run([
-        "roll".as_ref(),
-        "--node".as_ref(),
-        node.to_string().as_ref(),
-        "--ca".as_ref(),
-        pki.ca_cert().as_os_str(),
-        "--cert".as_ref(),
-        who.cert.as_os_str(),
-        "--key".as_ref(),
-        who.key.as_os_str(),
-    ])
+    Ctl::roll(node, pki.ca_cert(), &who.cert, &who.key)
 }
 
 fn check(config: &AgentConfig, dir: &Path) -> RunOutput {
     let path = dir.join("check.toml");
-    std::fs::write(&path, config.to_toml()).expect("write the config");
-    run_agent([Path::new("--config"), &path, Path::new("--check")])
+    config.write(&path);
+    check_config(&path)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +81,7 @@ enum Encoding {
 }
 
 async fn revoked_client_is_refused_at_the_handshake(encoding: Encoding) {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let revoked = pki.issue(&LeafSpec::client("revoked"));
     let crl = CaSigner::of(&pki).crl(&[&revoked]);
     let path = match encoding {
@@ -169,8 +159,7 @@ impl LiveCrl {
 
 #[tokio::test]
 async fn a_replaced_crl_revokes_on_new_connections_without_a_restart() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let ca = CaSigner::of(&pki);
     let victim = pki.issue(&LeafSpec::client("victim"));
     let live = LiveCrl {
@@ -220,8 +209,7 @@ async fn a_replaced_crl_revokes_on_new_connections_without_a_restart() {
 
 #[tokio::test]
 async fn an_expired_crl_is_a_warning_and_still_applies() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let revoked = pki.issue(&LeafSpec::client("revoked"));
     let path = dir.path().join("stale.crl");
     CaSigner::of(&pki).expired_crl(&[&revoked]).write_pem(&path);
@@ -238,22 +226,14 @@ async fn an_expired_crl_is_a_warning_and_still_applies() {
     );
 
     let agent = Agent::spawn(&config);
-    let warning = await_log(&agent, "the expired-CRL warning", |line| {
-        line.contains("WARN") && line.contains("CRL expired at")
-    })
-    .await;
-    assert!(
-        warning.contains(&path.display().to_string()) && warning.contains("tls.crl[0]"),
-        "the warning should name the CRL file and its key: {warning}"
-    );
+    await_warning(&agent, "CRL expired at", &path, "tls.crl[0]").await;
     assert_refused_as_revoked(&agent, &revoked, &pki.client_tls_as(&revoked)).await;
     assert_rolls(&agent, &pki.client_tls()).await;
 }
 
 #[test]
 fn a_broken_crl_fails_check_naming_the_file() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let path = dir.path().join("broken.crl");
     let cases: [(&[u8], &str); 3] = [
         (b"this is not a CRL", "not a valid CRL"),
@@ -279,8 +259,7 @@ fn a_broken_crl_fails_check_naming_the_file() {
 
 #[tokio::test]
 async fn a_broken_crl_on_reload_keeps_the_previous_one() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let revoked = pki.issue(&LeafSpec::client("revoked"));
     let live = LiveCrl {
         path: dir.path().join("live.crl"),
@@ -303,8 +282,7 @@ async fn a_crl_not_signed_by_the_client_ca_is_refused() {
     // Names the right CA, but an impostor signed it: believing it would let
     // anyone who can write the file revoke (or, listing nobody, vouch for)
     // every client. The agent must not serve with it.
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let path = dir.path().join("forged.crl");
     CaSigner::impostor(&pki).crl(&[]).write_pem(&path);
     let output = check(&crl_config(&pki, &path), dir.path());
@@ -329,8 +307,7 @@ async fn a_crl_not_signed_by_the_client_ca_is_refused() {
 
 #[test]
 fn a_crl_of_a_ca_not_in_client_ca_is_a_warning() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let path = dir.path().join("stranger.crl");
     CaSigner::stranger(&pki, "stranger CA")
         .crl(&[])

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, is_clean_refusal, roll_once, status_chain};
-use dice_tests::{Agent, AgentConfig, Client, Pki, Signal, poll_until_async, tempdir, within};
+use dice_tests::{Agent, AgentConfig, Client, Signal, fresh_pki, poll_until_async, within};
 use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tonic_health::pb::HealthCheckResponse;
@@ -99,8 +99,7 @@ fn spawn_roller(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let grace = Duration::from_secs(5);
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     let addr = agent.addr("mtls");
@@ -147,25 +146,13 @@ async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
     drop(watches);
     drop(watcher);
 
-    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK));
+    tokio::task::block_in_place(|| agent.assert_clean_exit(grace + EXIT_SLACK, "after SIGTERM"));
     stop.store(true, Ordering::Relaxed);
     let mut outcomes = Vec::new();
     for task in tasks {
         outcomes.extend(task.await.expect("roller task"));
     }
 
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "dice-agent still running {grace:?} + {EXIT_SLACK:?} after SIGTERM\n{}",
-            agent.dump()
-        )
-    });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
     assert!(signalled.elapsed() < grace + EXIT_SLACK);
 
     let broken: Vec<&String> = (outcomes.iter())
@@ -193,8 +180,7 @@ async fn sigterm_with_rpcs_in_flight_drains_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     // A long grace period: the agent must exit as soon as the last call ends, not at the deadline.
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("30s"));
     let addr = agent.addr("mtls");
@@ -236,25 +222,18 @@ async fn sigterm_stops_accepting_and_waits_only_for_in_flight_calls() {
 
     drop(watch);
     drop(watcher);
-    let status = tokio::task::block_in_place(|| agent.wait_exit(Duration::from_secs(5)))
-        .unwrap_or_else(|| {
-            panic!(
-                "the agent kept draining after its last call ended\n{}",
-                agent.dump()
-            )
-        });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
+    // Its last call has ended: it stops draining and exits.
+    tokio::task::block_in_place(|| {
+        agent.assert_clean_exit(
+            Duration::from_secs(5),
+            "after SIGTERM and the end of its last call",
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let grace = Duration::from_secs(2);
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("2s"));
     let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
@@ -265,35 +244,19 @@ async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
 
     let signalled = Instant::now();
     agent.signal(Signal::TERM);
-    let status = tokio::task::block_in_place(|| agent.wait_exit(grace + EXIT_SLACK))
-        .unwrap_or_else(|| {
-            panic!(
-                "the agent outlived its {grace:?} grace period\n{}",
-                agent.dump()
-            )
-        });
+    tokio::task::block_in_place(|| {
+        agent.assert_clean_exit(
+            grace + EXIT_SLACK,
+            &format!("after SIGTERM, outliving its {grace:?} grace period"),
+        )
+    });
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM\n{}",
-        agent.dump()
-    );
 }
 
 #[test]
 fn sigint_exits_zero() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     agent.signal(Signal::INT);
-    let status = agent
-        .wait_exit(Duration::from_secs(5) + EXIT_SLACK)
-        .unwrap_or_else(|| panic!("the agent ignored SIGINT\n{}", agent.dump()));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGINT\n{}",
-        agent.dump()
-    );
+    agent.assert_clean_exit(Duration::from_secs(5) + EXIT_SLACK, "after SIGINT");
 }

@@ -10,7 +10,7 @@ use dice_agent::config::{FileRef, TlsFiles};
 use dice_agent::tls::TlsMaterial;
 use dice_tests::reuse::ResumingClient;
 use dice_tests::rotation::read;
-use dice_tests::{LeafSpec, Pki, tempdir};
+use dice_tests::{LeafSpec, fresh_pki};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConfig, ServerConnection};
 
@@ -44,8 +44,7 @@ enum Expect<'a> {
 
 #[test]
 fn material_is_checked_as_a_unit_and_errors_name_the_file() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (dir, pki) = fresh_pki();
     let server = pki.server();
     let other = pki.issue(&LeafSpec::server("other"));
     let expired = pki.issue(&LeafSpec::server("expired").expired());
@@ -128,8 +127,7 @@ fn material_is_checked_as_a_unit_and_errors_name_the_file() {
 
 #[test]
 fn sessions_do_not_outlive_the_material_that_made_them() {
-    let dir = tempdir();
-    let pki = Pki::new(dir.path());
+    let (_dir, pki) = fresh_pki();
     let server = pki.server();
     let files = files(&server.cert, &server.key, pki.ca_cert());
     let first = TlsMaterial::load(&files, dice_agent::unix_now()).expect("load");

@@ -107,11 +107,7 @@ const NEW: Shape = Shape {
 };
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|value| *value > 0)
-        .unwrap_or(default)
+    dice_tests::env_positive(name, default)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

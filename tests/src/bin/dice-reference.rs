@@ -5,7 +5,8 @@
 //! over TLS it is the least a comparable mTLS server needs: an accept loop,
 //! each handshake in its own task (tokio-rustls, ring, TLS 1.2 and 1.3, ALPN
 //! h2, client certificates verified against a CA, as the agent does), and
-//! finished streams handed to tonic's `serve_with_incoming`.
+//! finished streams handed to tonic's `serve_with_incoming`. Those pieces
+//! live in `dice_tests::reference`, which the harness's own checks share.
 //!
 //! ```text
 //! dice-reference --h2c ADDR --tls ADDR --cert PEM --key PEM --client-ca PEM [--ready-file PATH]
@@ -14,27 +15,17 @@
 //! The ready file has the agent's format (`NAME MODE ADDRESS`): `h2c h2c ADDR`
 //! and `mtls mtls ADDR`, written once both listeners are bound.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use dice_proto::api::dice_service_server::{DiceService, DiceServiceServer};
-use dice_proto::api::{RollDieRequest, RollDieResponse};
-use rand::Rng;
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use dice_proto::api::dice_service_server::DiceServiceServer;
+use dice_tests::reference::{Dice, accept_tls, server_config};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
-use tonic::transport::server::{Connected, TcpIncoming};
-use tonic::{Request, Response, Status};
+use tonic::transport::server::TcpIncoming;
 
 struct Args {
     h2c: SocketAddr,
@@ -79,112 +70,6 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// The same DiceService as the agent's: a fair die from the thread's RNG.
-#[derive(Debug, Default, Clone, Copy)]
-struct Dice;
-
-#[tonic::async_trait]
-impl DiceService for Dice {
-    async fn roll_die(
-        &self,
-        _request: Request<RollDieRequest>,
-    ) -> Result<Response<RollDieResponse>, Status> {
-        let value = rand::rng().random_range(1..=6);
-        Ok(Response::new(RollDieResponse { value }))
-    }
-}
-
-fn server_config(args: &Args) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = dice_proto::pem::load_certs(&args.cert).map_err(|e| e.to_string())?;
-    let key = dice_proto::pem::load_key(&args.key).map_err(|e| e.to_string())?;
-    let mut roots = RootCertStore::empty();
-    for ca in dice_proto::pem::load_certs(&args.client_ca).map_err(|e| e.to_string())? {
-        roots.add(ca).map_err(|e| e.to_string())?;
-    }
-    let provider = dice_proto::crypto::provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// A finished TLS stream, as tonic's `Connected` needs it.
-struct Tls(TlsStream<TcpStream>);
-
-impl Connected for Tls {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) {}
-}
-
-impl AsyncRead for Tls {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tls {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Accepts TCP connections and hands each finished TLS handshake to `ready`.
-async fn accept_tls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: tokio::sync::mpsc::Sender<io::Result<Tls>>,
-) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            if let Ok(stream) = acceptor.accept(tcp).await {
-                let _ = ready.send(Ok(Tls(stream))).await;
-            }
-        });
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args() {
@@ -194,7 +79,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match server_config(&args) {
+    let config = match server_config(&args.cert, &args.key, &args.client_ca) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("dice-reference: {error}");
@@ -217,12 +102,12 @@ async fn main() -> ExitCode {
     };
 
     let plain = Server::builder()
-        .add_service(DiceServiceServer::new(Dice))
+        .add_service(DiceServiceServer::new(Dice::Fair))
         .serve_with_incoming(TcpIncoming::from(h2c).with_nodelay(Some(true)));
     let (sender, receiver) = tokio::sync::mpsc::channel(256);
     tokio::spawn(accept_tls(tls, TlsAcceptor::from(config), sender));
     let secure = Server::builder()
-        .add_service(DiceServiceServer::new(Dice))
+        .add_service(DiceServiceServer::new(Dice::Fair))
         .serve_with_incoming(ReceiverStream::new(receiver));
     let plain = tokio::spawn(plain);
     let secure = tokio::spawn(secure);

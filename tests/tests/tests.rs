@@ -1,0 +1,25 @@
+//! The dice fleet integration suite: one test binary, so the suite links once
+//! and every scenario shares the harness in `dice_tests` (`tests/src/`).
+//! Each module is one topic; test names carry it as a prefix
+//! (`cargo test -p dice-tests --test tests hostile::`).
+
+mod authz;
+mod bench;
+mod certs;
+mod compat;
+mod config;
+mod ctl;
+mod django;
+mod fleet;
+mod h2c;
+mod harness;
+mod hostile;
+mod keys;
+mod mtls;
+mod nginx;
+mod operate;
+mod python;
+mod reload;
+mod revocation;
+mod shutdown;
+mod tls_material;
