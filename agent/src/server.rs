@@ -15,19 +15,12 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
 
-use crate::Bound;
-use crate::authz::AuthzLayer;
 use crate::config::Config;
-use crate::info::{AgentState, Info};
-use crate::listener::accept_loop;
-use crate::message_limit::MessageLimitLayer;
-use crate::ready;
-use crate::reload::Reloader;
-use crate::request_timeout::RequestTimeoutLayer;
-use crate::routes::Dispatch;
-use crate::rpc_log::RpcLogLayer;
-use crate::service::Dice;
-use crate::shutdown::StopSignals;
+use crate::net::{Bound, accept_loop};
+use crate::process::{StopSignals, ready, systemd};
+use crate::rpc::{AuthzLayer, Dispatch, MessageLimitLayer, RequestTimeoutLayer, RpcLogLayer};
+use crate::services::{AgentState, Dice, Info};
+use crate::tls::Reloader;
 
 /// Finished connections waiting for the HTTP/2 server to pick them up.
 const ACCEPTED_QUEUE: usize = 256;
@@ -94,10 +87,10 @@ pub async fn serve(
         .layer(AuthzLayer)
         .layer(RequestTimeoutLayer::new(limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = crate::http2::serve(
+    let server = crate::net::http2::serve(
         incoming,
         stack,
-        crate::http2::builder(&limits),
+        crate::net::http2::builder(&limits),
         stop.clone(),
     );
     let mut server = tokio::spawn(server);
@@ -105,7 +98,7 @@ pub async fn serve(
     if let Some(path) = ready_file {
         ready::write(path, &ready_text)?;
     }
-    crate::systemd::ready();
+    systemd::ready();
     info!("ready");
 
     let signal = tokio::select! {
@@ -119,7 +112,7 @@ pub async fn serve(
         }
     };
     info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
-    crate::systemd::stopping();
+    systemd::stopping();
     health.set_not_serving::<DiceServiceServer<Dice>>().await;
     health
         .set_service_status("", ServingStatus::NotServing)

@@ -230,7 +230,7 @@ impl<'a> MakeWriter<'a> for NonBlocking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_capture::Capture as Sink;
+    use crate::log::test_capture::Capture as Sink;
 
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {

@@ -20,10 +20,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::conn::ConnInfo;
-use crate::message_limit::GRPC_STATUS;
+use super::headers::GRPC_STATUS;
+use crate::log::{RpcLine, code_name};
 use crate::metrics::{MethodLabels, RpcLabels};
-use crate::rpc_line::{RpcLine, code_name};
+use crate::net::ConnInfo;
 
 /// The request header in which a trusted TLS-terminating proxy passes the
 /// verified client certificate's subject (nginx: `$ssl_client_s_dn`).

@@ -12,7 +12,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::conn::{ClientIdentity, ConnInfo};
+use crate::net::ConnInfo;
+use crate::tls::ClientIdentity;
 
 /// The client identities a listener serves; empty means any verified client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

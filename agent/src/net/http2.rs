@@ -5,7 +5,7 @@
 //! tonic's own server would wrap every request in layers the agent does not
 //! use (HTTP/1 detection, a boxed service and future per request, a body
 //! re-boxed each way, its error recovery and timeout, which the agent does in
-//! [`crate::request_timeout`]); here the connection's requests go straight
+//! [`crate::rpc`]); here the connection's requests go straight
 //! into the agent's stack.
 
 use std::sync::Arc;
@@ -20,8 +20,11 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 use tracing::debug;
 
+use super::conn::{Conn, ConnInfo};
 use crate::config::Limits;
-use crate::conn::{Conn, ConnInfo};
+
+/// The target of this module's events, as before it moved into `net/`.
+const TARGET: &str = "dice_agent::http2";
 
 /// HTTP/2 settings from the agent's limits.
 pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
@@ -98,7 +101,7 @@ async fn serve_connection<S, B>(
         }
     };
     if let Err(error) = ended {
-        debug!(peer = %info.peer, listener = %info.listener, %error, "connection ended with an error");
+        debug!(target: TARGET, peer = %info.peer, listener = %info.listener, %error, "connection ended with an error");
     }
 }
 
@@ -121,7 +124,7 @@ where
     fn call(&self, mut request: Request<Incoming>) -> S::Future {
         request.extensions_mut().insert(self.info.clone());
         // The stack is always ready (its layers pass readiness through and
-        // `routes::Dispatch` is always ready), so it is called without
+        // `rpc::Dispatch` is always ready), so it is called without
         // waiting for `poll_ready`.
         self.stack.clone().call(request)
     }

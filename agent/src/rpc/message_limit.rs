@@ -9,17 +9,15 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use tower::{Layer, Service};
+
+use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 
 /// The start of tonic's `grpc-message` for a message over the limit, percent-encoded
 /// as it is on the wire ("Error, decoded message length too large: found N bytes, ...").
 const TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
-
-/// The gRPC status headers, named once rather than parsed at every lookup.
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// `grpc-status` of `OUT_OF_RANGE` and of `RESOURCE_EXHAUSTED`.
 const OUT_OF_RANGE: &str = "11";

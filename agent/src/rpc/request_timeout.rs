@@ -9,12 +9,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Request, Response};
+use http::{HeaderMap, Request, Response};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-/// The header in which a gRPC client sends its deadline.
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+use super::headers::GRPC_TIMEOUT;
 
 /// Bounds every RPC's time to answer by `limit` (and the client's deadline).
 #[derive(Debug, Clone, Copy)]

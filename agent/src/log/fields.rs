@@ -3,7 +3,7 @@
 //! colour (`name=value`, separated by spaces, the message bare, control
 //! characters in the message escaped), minus the colour machinery, which the
 //! default runs for every field even when colour is off. The RPC lines,
-//! which are most of the log, are written by [`crate::rpc_line`] in this
+//! which are most of the log, are written by [`super::rpc_line`] in this
 //! same format without going through tracing.
 
 use std::fmt::{self, Write as _};
@@ -254,7 +254,7 @@ impl fmt::Write for EscapingWriter<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_capture::Capture;
+    use crate::log::test_capture::Capture;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

@@ -1,4 +1,4 @@
-//! The log line [`crate::rpc_log`] writes for every RPC. Off a terminal it is
+//! The log line [`crate::rpc`] writes for every RPC. Off a terminal it is
 //! formatted here, straight into the log writer, exactly as tracing-subscriber
 //! formats the same event in the agent's text or JSON format (the tests
 //! compare the bytes): tracing's per-event work (dispatch, a visitor call and
@@ -18,9 +18,9 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
 use crate::config::LogFormat;
-use crate::log_fields::decimal;
-use crate::log_writer::NonBlocking;
-use crate::logging::Timestamp;
+use crate::log::fields::decimal;
+use crate::log::timestamp::Timestamp;
+use crate::log::writer::NonBlocking;
 
 /// The target of the RPC log lines, for filters such as `RUST_LOG`.
 pub const TARGET: &str = "dice_agent::rpc";
@@ -111,7 +111,7 @@ impl RpcLine<'_> {
     }
 
     /// tracing-subscriber's full text format, no colour, with
-    /// [`crate::log_fields::PlainFields`]: Display fields bare, strings quoted.
+    /// [`crate::log::fields::PlainFields`]: Display fields bare, strings quoted.
     fn write_text(&self, line: &mut String) {
         timestamp(line);
         line.push_str("  INFO dice_agent::rpc: rpc method=");
@@ -246,9 +246,9 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_capture::Capture;
+    use crate::log::test_capture::Capture;
 
-    /// What tracing-subscriber writes for `line`, set up as `logging::init`
+    /// What tracing-subscriber writes for `line`, set up as `log::init`
     /// sets it up off a terminal.
     fn through_tracing(line: &RpcLine<'_>, json: bool) -> String {
         let captured = Capture::default();
@@ -264,7 +264,7 @@ mod tests {
         } else {
             builder
                 .with_ansi(false)
-                .fmt_fields(crate::log_fields::PlainFields)
+                .fmt_fields(crate::log::fields::PlainFields)
                 .into()
         };
         tracing::dispatcher::with_default(&dispatch, || line.log_with_tracing());

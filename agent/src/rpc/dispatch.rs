@@ -15,7 +15,7 @@ use tonic::codegen::Bytes;
 use tonic::service::Routes;
 use tower::Service;
 
-use crate::service::Dice;
+use crate::services::Dice;
 
 /// The agent's gRPC services behind one path dispatch.
 #[derive(Debug, Clone)]
