@@ -39,7 +39,7 @@ use config::Config;
 
 pub use check::check;
 pub use cli::Args;
-pub use log::{LogGuard, init as init_logging};
+pub use log::{LogGuard, RpcSink, init as init_logging};
 pub use process::{Raised, raise_nofile};
 pub use tls::load_profiles;
 
@@ -62,8 +62,12 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunError> {
+/// Runs the agent until SIGTERM or SIGINT, logging each RPC to `rpc_sink`.
+pub async fn run(
+    config: Config,
+    ready_file: Option<&Path>,
+    rpc_sink: RpcSink,
+) -> Result<(), RunError> {
     info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, config = %config.file.display(), "dice-agent starting");
     let profiles = load_profiles(&config).map_err(|errors| {
         RunError::Config(
@@ -113,7 +117,10 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<(), RunErr
     // Daily expiry warnings, for as long as the server runs.
     let expiry_stop = tokio_util::sync::CancellationToken::new();
     let expiry_task = tokio::spawn(tls::watch_expiry(served, expiry_stop.clone()));
-    let result = server::serve(&config, state, bound, signals, reloader, ready_file).await;
+    let result = server::serve(
+        &config, state, bound, signals, reloader, ready_file, rpc_sink,
+    )
+    .await;
     expiry_stop.cancel();
     let _ = expiry_task.await;
     result?;

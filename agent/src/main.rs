@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
     // Declared before the runtime so it drops after it: lines logged while
     // the runtime shuts down are still written out.
-    let _log_guard = dice_agent::init_logging(
+    let (_log_guard, rpc_sink) = dice_agent::init_logging(
         args.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );
@@ -68,7 +68,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dice_agent::run(config, args.ready_file.as_deref())) {
+    match runtime.block_on(dice_agent::run(
+        config,
+        args.ready_file.as_deref(),
+        rpc_sink,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(message)) => {
             for line in message.lines() {

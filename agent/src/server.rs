@@ -16,9 +16,10 @@ use tower::ServiceBuilder;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::log::RpcSink;
 use crate::net::{Bound, accept_loop};
 use crate::process::{StopSignals, ready, systemd};
-use crate::rpc::{AuthzLayer, Dispatch, MessageLimitLayer, RequestTimeoutLayer, RpcLogLayer};
+use crate::rpc::{Authz, Dispatch, MessageLimit, RequestTimeout, RpcLog};
 use crate::services::{AgentState, Dice, Info};
 use crate::tls::Reloader;
 
@@ -26,6 +27,7 @@ use crate::tls::Reloader;
 const ACCEPTED_QUEUE: usize = 256;
 
 /// Serves until SIGTERM or SIGINT, then drains within `config.grace_period`.
+/// Each RPC's log line goes to `rpc_sink`.
 pub async fn serve(
     config: &Config,
     state: Arc<AgentState>,
@@ -33,6 +35,7 @@ pub async fn serve(
     mut signals: StopSignals,
     reloader: Reloader,
     ready_file: Option<&Path>,
+    rpc_sink: RpcSink,
 ) -> anyhow::Result<()> {
     let limits = config.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -57,7 +60,7 @@ pub async fn serve(
         if let Ok(address) = metrics.local_addr() {
             info!(%address, "serving metrics at /metrics");
         }
-        accept_loops.spawn(crate::metrics::http::serve(metrics, stop.clone()));
+        accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
     }
     for listener in bound.listeners {
         accept_loops.spawn(accept_loop(
@@ -82,10 +85,10 @@ pub async fn serve(
     let others = others.routes();
     let dice = DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes);
     let stack = ServiceBuilder::new()
-        .layer(RpcLogLayer)
-        .layer(MessageLimitLayer)
-        .layer(AuthzLayer)
-        .layer(RequestTimeoutLayer::new(limits.request_timeout))
+        .layer_fn(|inner| RpcLog::new(inner, rpc_sink))
+        .layer_fn(MessageLimit::new)
+        .layer_fn(Authz::new)
+        .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
     let server = crate::net::http2::serve(
         incoming,

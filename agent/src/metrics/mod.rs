@@ -3,7 +3,11 @@
 //! build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
-pub mod http;
+mod http;
+mod rpc;
+
+pub(crate) use http::serve;
+pub(crate) use rpc::record_rpc;
 
 use std::sync::LazyLock;
 

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 
@@ -24,21 +24,16 @@ const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
 
 /// Rewrites tonic's `OUT_OF_RANGE` for an oversize request to `RESOURCE_EXHAUSTED`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MessageLimitLayer;
-
-impl<S> Layer<S> for MessageLimitLayer {
-    type Service = MessageLimit<S>;
-
-    fn layer(&self, inner: S) -> MessageLimit<S> {
-        MessageLimit { inner }
-    }
-}
-
-/// The service [`MessageLimitLayer`] makes.
 #[derive(Debug, Clone)]
 pub struct MessageLimit<S> {
     inner: S,
+}
+
+impl<S> MessageLimit<S> {
+    /// Rewrites the oversize-message status of `inner`'s responses.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MessageLimit<S>

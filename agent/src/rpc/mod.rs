@@ -10,8 +10,8 @@ mod message_limit;
 mod request_timeout;
 
 pub use authz::AllowList;
-pub(crate) use authz::AuthzLayer;
+pub(crate) use authz::Authz;
 pub(crate) use dispatch::Dispatch;
-pub(crate) use log::RpcLogLayer;
-pub(crate) use message_limit::MessageLimitLayer;
-pub(crate) use request_timeout::RequestTimeoutLayer;
+pub(crate) use log::RpcLog;
+pub(crate) use message_limit::MessageLimit;
+pub(crate) use request_timeout::RequestTimeout;
