@@ -17,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::log::RpcSink;
+use crate::net::http2::{self, Server};
 use crate::net::{Bound, accept_loop};
 use crate::process::{StopSignals, ready, systemd};
-use crate::rpc::{Authz, Dispatch, MessageLimit, RequestTimeout, RpcLog};
+use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
 use crate::services::{AgentState, Dice, Info};
 use crate::tls::Reloader;
 
@@ -86,16 +87,11 @@ pub async fn serve(
     let dice = DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes);
     let stack = ServiceBuilder::new()
         .layer_fn(|inner| RpcLog::new(inner, rpc_sink))
-        .layer_fn(MessageLimit::new)
+        .map_response(rewrite_response)
         .layer_fn(Authz::new)
         .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = crate::net::http2::serve(
-        incoming,
-        stack,
-        crate::net::http2::builder(&limits),
-        stop.clone(),
-    );
+    let server = Server::new(stack, http2::builder(&limits), stop.clone()).run(incoming);
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {

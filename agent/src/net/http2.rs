@@ -37,47 +37,35 @@ pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `stack` on every connection from `incoming` until `stop`, then
-/// drains: returns once every connection has ended.
-pub async fn serve<S, B>(
-    mut incoming: mpsc::Receiver<Conn>,
+/// The HTTP/2 server: the stack, its settings, and the stop signal every
+/// connection watches.
+///
+/// The drain is a `TaskTracker` and the `CancellationToken` each connection
+/// already selects on, not hyper-util's `GracefulShutdown`: that would serve
+/// the same way (GOAWAY to every connection, wait for all to end; the grace
+/// period is applied by the caller), but its watcher runs tokio's
+/// cooperative-budget accounting on every poll of every connection, and
+/// per-RPC work is not to rise without a measurement that shows it does not.
+#[derive(Clone)]
+pub struct Server<S> {
     stack: S,
     builder: http2::Builder<TokioExecutor>,
     stop: CancellationToken,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<tower::BoxError>,
-{
-    let connections = TaskTracker::new();
-    loop {
-        let conn = tokio::select! {
-            conn = incoming.recv() => conn,
-            () = stop.cancelled() => None,
-        };
-        let Some(conn) = conn else { break };
-        connections.spawn(serve_connection(
-            conn,
-            stack.clone(),
-            builder.clone(),
-            stop.clone(),
-        ));
-    }
-    // Connections accepted but not yet served are closed.
-    drop(incoming);
-    connections.close();
-    connections.wait().await;
 }
 
-async fn serve_connection<S, B>(
-    conn: Conn,
-    stack: S,
-    builder: http2::Builder<TokioExecutor>,
-    stop: CancellationToken,
-) where
+impl<S> Server<S> {
+    /// Serves `stack` with `builder`'s settings until `stop`.
+    pub fn new(stack: S, builder: http2::Builder<TokioExecutor>, stop: CancellationToken) -> Self {
+        Self {
+            stack,
+            builder,
+            stop,
+        }
+    }
+}
+
+impl<S, B> Server<S>
+where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<tower::BoxError>,
@@ -85,23 +73,43 @@ async fn serve_connection<S, B>(
     B::Data: Send,
     B::Error: Into<tower::BoxError>,
 {
-    let info = conn.info();
-    let service = ConnService {
-        stack,
-        info: info.clone(),
-    };
-    let connection = builder.serve_connection(TokioIo::new(conn), service);
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        biased;
-        ended = connection.as_mut() => ended,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    /// Serves every connection from `incoming` until stopped, then drains:
+    /// returns once every connection has ended.
+    pub async fn run(self, mut incoming: mpsc::Receiver<Conn>) {
+        let connections = TaskTracker::new();
+        loop {
+            let conn = tokio::select! {
+                conn = incoming.recv() => conn,
+                () = self.stop.cancelled() => None,
+            };
+            let Some(conn) = conn else { break };
+            connections.spawn(self.clone().serve_connection(conn));
         }
-    };
-    if let Err(error) = ended {
-        debug!(target: TARGET, peer = %info.peer, listener = %info.listener, %error, "connection ended with an error");
+        // Connections accepted but not yet served are closed.
+        drop(incoming);
+        connections.close();
+        connections.wait().await;
+    }
+
+    async fn serve_connection(self, conn: Conn) {
+        let info = conn.info();
+        let service = ConnService {
+            stack: self.stack,
+            info: info.clone(),
+        };
+        let connection = self.builder.serve_connection(TokioIo::new(conn), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            biased;
+            ended = connection.as_mut() => ended,
+            () = self.stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = ended {
+            debug!(target: TARGET, peer = %info.peer, listener = %info.listener, %error, "connection ended with an error");
+        }
     }
 }
 

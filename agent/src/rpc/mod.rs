@@ -13,5 +13,5 @@ pub use authz::AllowList;
 pub(crate) use authz::Authz;
 pub(crate) use dispatch::Dispatch;
 pub(crate) use log::RpcLog;
-pub(crate) use message_limit::MessageLimit;
+pub(crate) use message_limit::rewrite_response;
 pub(crate) use request_timeout::RequestTimeout;
