@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 
 /// Labels of an RPC counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
+pub(crate) struct RpcLabels {
     /// The gRPC path, e.g. `/api.DiceService/RollDie`.
     pub method: String,
     /// The gRPC status code name, e.g. `Ok`.
@@ -30,28 +30,28 @@ pub struct RpcLabels {
 
 /// Labels naming a gRPC method.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub(crate) struct MethodLabels {
     /// The gRPC path.
     pub method: String,
 }
 
 /// Labels naming a listener.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub(crate) struct ListenerLabels {
     /// The listener's name.
     pub listener: String,
 }
 
 /// Labels of a TLS handshake counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabels {
+pub(crate) struct HandshakeLabels {
     /// The listener's name.
     pub listener: String,
     /// `ok`, `timeout`, `no_cert`, `unknown_ca`, `revoked`, `expired`, `denied` or `error`.
     pub outcome: &'static str,
 }
 
-/// Every `outcome` of a TLS handshake, as [`HandshakeLabels`] names them.
+/// Every `outcome` of a TLS handshake, as the `dice_tls_handshakes_total` series name them.
 pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
     "ok",
     "timeout",
@@ -65,20 +65,20 @@ pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
 
 /// Labels of a certificate gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
+pub(crate) struct CertLabels {
     /// The certificate file.
     pub cert: String,
 }
 
 /// Labels of a reload counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     /// `ok` or `rejected`.
     pub outcome: &'static str,
 }
 
 /// Every metric the agent exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// `dice_rpcs_total{method,code}`.
     pub rpcs: Family<RpcLabels, Counter>,
@@ -165,7 +165,7 @@ impl Metrics {
 
     /// Starts the series of a bound listener at 0: its open connections and,
     /// for an mTLS listener, its handshakes by every outcome.
-    pub fn listener_bound(&self, listener: &str, tls: bool) {
+    pub(crate) fn listener_bound(&self, listener: &str, tls: bool) {
         // Creating a series is enough; the guard get_or_create returns is not needed.
         drop(self.open_connections.get_or_create(&ListenerLabels {
             listener: listener.to_owned(),
@@ -181,7 +181,7 @@ impl Metrics {
     }
 
     /// Renders every metric in the text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -192,6 +192,6 @@ impl Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
