@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of an RPC counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,44 +101,50 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Registers `metric` as `name` with `help`, and returns it for [`Metrics`] to keep.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("dice");
-        let rpcs = Family::default();
-        registry.register(
+        let rpcs = registered(
+            &mut registry,
             "rpcs",
             "RPCs served, by method and gRPC status code",
-            rpcs.clone(),
+            Family::default(),
         );
-        let rpc_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
+        let rpc_duration = registered(
+            &mut registry,
             "rpc_duration_seconds",
             "RPC latency, by method",
-            rpc_duration.clone(),
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         );
-        let open_connections = Family::default();
-        registry.register(
+        let open_connections = registered(
+            &mut registry,
             "open_connections",
             "Open connections, by listener",
-            open_connections.clone(),
+            Family::default(),
         );
-        let handshakes = Family::default();
-        registry.register(
+        let handshakes = registered(
+            &mut registry,
             "tls_handshakes",
             "TLS handshakes, by listener and outcome",
-            handshakes.clone(),
+            Family::default(),
         );
-        let cert_not_after = Family::default();
-        registry.register(
+        let cert_not_after = registered(
+            &mut registry,
             "certificate_not_after_seconds",
             "End of validity of the served certificate, Unix seconds",
-            cert_not_after.clone(),
+            Family::default(),
         );
-        let reloads = Family::default();
-        registry.register(
+        let reloads = registered(
+            &mut registry,
             "certificate_reloads",
             "Certificate reloads, by outcome",
-            reloads.clone(),
+            Family::default(),
         );
         registry.register(
             "build",
