@@ -1,4 +1,4 @@
-//! The agent's config: `load` parses the TOML file ([`raw`]), then a
+//! The agent's config: `load` parses the TOML file (`raw`), then a
 //! validation pass turns it into a [`Config`] with no loose ends, collecting
 //! every error with its file, line and key.
 
