@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use dice_agent::{RunError, check, cli::Args, config, logging};
+use dice_agent::{Args, Raised, RunError, check, config};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        return match check::check(&config) {
+        return match check(&config) {
             Ok(summary) => {
                 print!("{summary}");
                 ExitCode::SUCCESS
@@ -50,15 +50,15 @@ fn main() -> ExitCode {
     }
     // Declared before the runtime so it drops after it: lines logged while
     // the runtime shuts down are still written out.
-    let _log_guard = logging::init(
+    let (_log_guard, rpc_sink) = dice_agent::init_logging(
         args.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );
-    match dice_agent::rlimit::raise_nofile() {
-        Ok(dice_agent::rlimit::Raised::From(from, to)) => {
+    match dice_agent::raise_nofile() {
+        Ok(Raised::From(from, to)) => {
             tracing::debug!(?from, ?to, "raised the open files limit (RLIMIT_NOFILE)");
         }
-        Ok(dice_agent::rlimit::Raised::Already(_)) => {}
+        Ok(Raised::Already(_)) => {}
         Err(error) => tracing::warn!(%error, "cannot raise the open files limit (RLIMIT_NOFILE)"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -68,7 +68,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dice_agent::run(config, args.ready_file.as_deref())) {
+    match runtime.block_on(dice_agent::run(
+        config,
+        args.ready_file.as_deref(),
+        rpc_sink,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(message)) => {
             for line in message.lines() {

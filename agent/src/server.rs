@@ -15,24 +15,20 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
 
-use crate::Bound;
-use crate::authz::AuthzLayer;
 use crate::config::Config;
-use crate::info::{AgentState, Info};
-use crate::listener::accept_loop;
-use crate::message_limit::MessageLimitLayer;
-use crate::ready;
-use crate::reload::Reloader;
-use crate::request_timeout::RequestTimeoutLayer;
-use crate::routes::Dispatch;
-use crate::rpc_log::RpcLogLayer;
-use crate::service::Dice;
-use crate::shutdown::StopSignals;
+use crate::log::RpcSink;
+use crate::net::http2::{self, Server};
+use crate::net::{Bound, accept_loop};
+use crate::process::{StopSignals, ready, systemd};
+use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
+use crate::services::{AgentState, Dice, Info};
+use crate::tls::Reloader;
 
 /// Finished connections waiting for the HTTP/2 server to pick them up.
 const ACCEPTED_QUEUE: usize = 256;
 
 /// Serves until SIGTERM or SIGINT, then drains within `config.grace_period`.
+/// Each RPC's log line goes to `rpc_sink`.
 pub async fn serve(
     config: &Config,
     state: Arc<AgentState>,
@@ -40,6 +36,7 @@ pub async fn serve(
     mut signals: StopSignals,
     reloader: Reloader,
     ready_file: Option<&Path>,
+    rpc_sink: RpcSink,
 ) -> anyhow::Result<()> {
     let limits = config.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -64,7 +61,7 @@ pub async fn serve(
         if let Ok(address) = metrics.local_addr() {
             info!(%address, "serving metrics at /metrics");
         }
-        accept_loops.spawn(crate::metrics::http::serve(metrics, stop.clone()));
+        accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
     }
     for listener in bound.listeners {
         accept_loops.spawn(accept_loop(
@@ -89,23 +86,18 @@ pub async fn serve(
     let others = others.routes();
     let dice = DiceServiceServer::new(Dice).max_decoding_message_size(limits.max_message_bytes);
     let stack = ServiceBuilder::new()
-        .layer(RpcLogLayer)
-        .layer(MessageLimitLayer)
-        .layer(AuthzLayer)
-        .layer(RequestTimeoutLayer::new(limits.request_timeout))
+        .layer_fn(|inner| RpcLog::new(inner, rpc_sink))
+        .map_response(rewrite_response)
+        .layer_fn(Authz::new)
+        .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = crate::http2::serve(
-        incoming,
-        stack,
-        crate::http2::builder(&limits),
-        stop.clone(),
-    );
+    let server = Server::new(stack, http2::builder(&limits), stop.clone()).run(incoming);
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {
         ready::write(path, &ready_text)?;
     }
-    crate::systemd::ready();
+    systemd::ready();
     info!("ready");
 
     let signal = tokio::select! {
@@ -119,7 +111,7 @@ pub async fn serve(
         }
     };
     info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
-    crate::systemd::stopping();
+    systemd::stopping();
     health.set_not_serving::<DiceServiceServer<Dice>>().await;
     health
         .set_service_status("", ServingStatus::NotServing)

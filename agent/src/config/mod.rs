@@ -1,4 +1,4 @@
-//! The agent's config: `load` parses the TOML file ([`raw`]), then a
+//! The agent's config: `load` parses the TOML file (`raw`), then a
 //! validation pass turns it into a [`Config`] with no loose ends, collecting
 //! every error with its file, line and key.
 
@@ -13,7 +13,7 @@ use dice_proto::file_error::{Reporter, line_of};
 use raw::{RawConfig, RawListener, RawTls};
 use toml::Spanned;
 
-use crate::authz::AllowList;
+use crate::rpc::AllowList;
 
 /// Default for `limits.handshake_timeout`: how long a peer may take to finish the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,7 +3,11 @@
 //! build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
-pub mod http;
+mod http;
+mod rpc;
+
+pub(crate) use http::serve;
+pub(crate) use rpc::record_rpc;
 
 use std::sync::LazyLock;
 
@@ -13,11 +17,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of an RPC counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
+pub(crate) struct RpcLabels {
     /// The gRPC path, e.g. `/api.DiceService/RollDie`.
     pub method: String,
     /// The gRPC status code name, e.g. `Ok`.
@@ -26,28 +30,28 @@ pub struct RpcLabels {
 
 /// Labels naming a gRPC method.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub(crate) struct MethodLabels {
     /// The gRPC path.
     pub method: String,
 }
 
 /// Labels naming a listener.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub(crate) struct ListenerLabels {
     /// The listener's name.
     pub listener: String,
 }
 
 /// Labels of a TLS handshake counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabels {
+pub(crate) struct HandshakeLabels {
     /// The listener's name.
     pub listener: String,
     /// `ok`, `timeout`, `no_cert`, `unknown_ca`, `revoked`, `expired`, `denied` or `error`.
     pub outcome: &'static str,
 }
 
-/// Every `outcome` of a TLS handshake, as [`HandshakeLabels`] names them.
+/// Every `outcome` of a TLS handshake, as the `dice_tls_handshakes_total` series name them.
 pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
     "ok",
     "timeout",
@@ -61,20 +65,20 @@ pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
 
 /// Labels of a certificate gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
+pub(crate) struct CertLabels {
     /// The certificate file.
     pub cert: String,
 }
 
 /// Labels of a reload counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     /// `ok` or `rejected`.
     pub outcome: &'static str,
 }
 
 /// Every metric the agent exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// `dice_rpcs_total{method,code}`.
     pub rpcs: Family<RpcLabels, Counter>,
@@ -97,44 +101,50 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Registers `metric` as `name` with `help`, and returns it for [`Metrics`] to keep.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("dice");
-        let rpcs = Family::default();
-        registry.register(
+        let rpcs = registered(
+            &mut registry,
             "rpcs",
             "RPCs served, by method and gRPC status code",
-            rpcs.clone(),
+            Family::default(),
         );
-        let rpc_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
+        let rpc_duration = registered(
+            &mut registry,
             "rpc_duration_seconds",
             "RPC latency, by method",
-            rpc_duration.clone(),
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         );
-        let open_connections = Family::default();
-        registry.register(
+        let open_connections = registered(
+            &mut registry,
             "open_connections",
             "Open connections, by listener",
-            open_connections.clone(),
+            Family::default(),
         );
-        let handshakes = Family::default();
-        registry.register(
+        let handshakes = registered(
+            &mut registry,
             "tls_handshakes",
             "TLS handshakes, by listener and outcome",
-            handshakes.clone(),
+            Family::default(),
         );
-        let cert_not_after = Family::default();
-        registry.register(
+        let cert_not_after = registered(
+            &mut registry,
             "certificate_not_after_seconds",
             "End of validity of the served certificate, Unix seconds",
-            cert_not_after.clone(),
+            Family::default(),
         );
-        let reloads = Family::default();
-        registry.register(
+        let reloads = registered(
+            &mut registry,
             "certificate_reloads",
             "Certificate reloads, by outcome",
-            reloads.clone(),
+            Family::default(),
         );
         registry.register(
             "build",
@@ -161,7 +171,7 @@ impl Metrics {
 
     /// Starts the series of a bound listener at 0: its open connections and,
     /// for an mTLS listener, its handshakes by every outcome.
-    pub fn listener_bound(&self, listener: &str, tls: bool) {
+    pub(crate) fn listener_bound(&self, listener: &str, tls: bool) {
         // Creating a series is enough; the guard get_or_create returns is not needed.
         drop(self.open_connections.get_or_create(&ListenerLabels {
             listener: listener.to_owned(),
@@ -177,7 +187,7 @@ impl Metrics {
     }
 
     /// Renders every metric in the text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -188,6 +198,6 @@ impl Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }

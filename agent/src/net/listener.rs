@@ -13,11 +13,15 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::authz::AllowList;
+use super::conn::{Activity, Conn, ConnInfo};
 use crate::config::{Limits, ListenerConfig};
-use crate::conn::{Activity, ClientIdentity, Conn, ConnInfo};
 use crate::metrics::HandshakeLabels;
+use crate::rpc::AllowList;
+use crate::tls::ClientIdentity;
 use crate::tls::TlsProfile;
+
+/// The target of this module's events, as before it moved into `net/`.
+const TARGET: &str = "dice_agent::listener";
 
 /// The longest pause after a failed `accept` (such as running out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,7 +51,6 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
-    let mode = bound.config.mode.as_str();
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let allow = Arc::new(bound.config.allow.clone());
@@ -65,21 +68,20 @@ pub async fn accept_loop(
                 accepted
             }
             Err(error) => {
-                warn!(listener = %name, %error, "accept failed; retrying in {backoff:?}");
+                warn!(target: TARGET, listener = %name, %error, "accept failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
+            warn!(target: TARGET, listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
             continue;
         };
         // Disabling Nagle matters for small gRPC messages; failure only costs latency.
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             listener: name.clone(),
-            mode,
             peer,
             peer_text: peer.to_string().into(),
             client: None,
@@ -88,7 +90,7 @@ pub async fn accept_loop(
             activity: Activity::default(),
         };
         let Some(profile) = &bound.tls else {
-            debug!(listener = %name, %peer, "accepted h2c connection");
+            debug!(target: TARGET, listener = %name, %peer, "accepted h2c connection");
             if conns
                 .send(Conn::plain(stream, info, limits.idle_timeout, slot))
                 .await
@@ -99,11 +101,11 @@ pub async fn accept_loop(
             continue;
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            warn!(listener = %name, %peer, limit = limits.max_handshakes, "too many TLS handshakes in flight; refusing connection");
+            warn!(target: TARGET, listener = %name, %peer, limit = limits.max_handshakes, "too many TLS handshakes in flight; refusing connection");
             continue;
         };
         let acceptor = TlsAcceptor::from(profile.server_config());
-        let span = info_span!("conn", listener = %name, %peer);
+        let span = info_span!(target: TARGET, "conn", listener = %name, %peer);
         let conns = conns.clone();
         let allow = allow.clone();
         tasks.spawn(
@@ -139,10 +141,10 @@ async fn handshake(
             info.client = ClientIdentity::from_tls(&tls);
             match &info.client {
                 Some(client) if allow.allows(client) => {
-                    debug!(client.subject = %client.subject, "TLS handshake done");
+                    debug!(target: TARGET, { client.subject = %client.subject }, "TLS handshake done");
                 }
                 Some(client) => {
-                    warn!(client.subject = %client.subject, client.sans = %client.sans.join(","), "client not in the listener's allow list; its RPCs get PERMISSION_DENIED");
+                    warn!(target: TARGET, { client.subject = %client.subject, client.sans = %client.sans.join(",") }, "client not in the listener's allow list; its RPCs get PERMISSION_DENIED");
                     info.denied = true;
                 }
                 None => info.denied = !allow.allows_any(),
@@ -154,11 +156,11 @@ async fn handshake(
             )
         }
         Ok(Err(error)) => {
-            info!(%error, "TLS handshake failed");
+            info!(target: TARGET, %error, "TLS handshake failed");
             (None, handshake_outcome(&error))
         }
         Err(_) => {
-            info!(timeout = ?limits.handshake_timeout, "TLS handshake timed out");
+            info!(target: TARGET, timeout = ?limits.handshake_timeout, "TLS handshake timed out");
             (None, "timeout")
         }
     };

@@ -9,80 +9,26 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::{Body, Frame};
-use tower::{Layer, Service};
+
+use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 
 /// The start of tonic's `grpc-message` for a message over the limit, percent-encoded
 /// as it is on the wire ("Error, decoded message length too large: found N bytes, ...").
 const TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
 
-/// The gRPC status headers, named once rather than parsed at every lookup.
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-
 /// `grpc-status` of `OUT_OF_RANGE` and of `RESOURCE_EXHAUSTED`.
 const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
 
-/// Rewrites tonic's `OUT_OF_RANGE` for an oversize request to `RESOURCE_EXHAUSTED`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MessageLimitLayer;
-
-impl<S> Layer<S> for MessageLimitLayer {
-    type Service = MessageLimit<S>;
-
-    fn layer(&self, inner: S) -> MessageLimit<S> {
-        MessageLimit { inner }
-    }
-}
-
-/// The service [`MessageLimitLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct MessageLimit<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MessageLimit<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<TrailersRewrite<ResBody>>;
-    type Error = S::Error;
-    type Future = MessageLimitFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        MessageLimitFuture {
-            inner: self.inner.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`MessageLimit`]: the inner one with its status
-    /// rewritten, in the headers of a trailers-only response (unary and
-    /// server-streaming RPCs) or in the trailers (client streams).
-    pub struct MessageLimitFuture<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, B, E> Future for MessageLimitFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<TrailersRewrite<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = std::task::ready!(self.project().inner.poll(cx))?;
-        rewrite(response.headers_mut());
-        Poll::Ready(Ok(response.map(|inner| TrailersRewrite { inner })))
-    }
+/// Rewrites tonic's `OUT_OF_RANGE` for an oversize request to
+/// `RESOURCE_EXHAUSTED`: in the headers of a trailers-only response (unary
+/// and server-streaming RPCs) here, in the trailers (client streams) as the
+/// body ends. The layer is `ServiceBuilder::map_response` with this function.
+pub fn rewrite_response<B>(mut response: Response<B>) -> Response<TrailersRewrite<B>> {
+    rewrite(response.headers_mut());
+    response.map(|inner| TrailersRewrite { inner })
 }
 
 /// Sets `grpc-status` to `RESOURCE_EXHAUSTED` if `headers` carry tonic's

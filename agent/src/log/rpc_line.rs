@@ -1,4 +1,4 @@
-//! The log line [`crate::rpc_log`] writes for every RPC. Off a terminal it is
+//! The log line the RPC log layer (`crate::rpc`) writes for every RPC. Off a terminal it is
 //! formatted here, straight into the log writer, exactly as tracing-subscriber
 //! formats the same event in the agent's text or JSON format (the tests
 //! compare the bytes): tracing's per-event work (dispatch, a visitor call and
@@ -10,17 +10,15 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::OnceLock;
 
 use tonic::Code;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
+use super::timestamp::Timestamp;
+use super::writer::NonBlocking;
 use crate::config::LogFormat;
-use crate::log_fields::decimal;
-use crate::log_writer::NonBlocking;
-use crate::logging::Timestamp;
 
 /// The target of the RPC log lines, for filters such as `RUST_LOG`.
 pub const TARGET: &str = "dice_agent::rpc";
@@ -50,33 +48,41 @@ pub struct RpcLine<'a> {
     pub client_sans: Option<&'a [String]>,
 }
 
-/// Where lines go when they bypass tracing, set once by [`install`].
-struct Sink {
+/// Where RPC lines go: straight into the log writer, formatted here, or (by
+/// default, and on a terminal) through tracing. Copied into every RPC's
+/// record, so it is one pointer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcSink(Option<&'static Direct>);
+
+/// The writer and format of lines that bypass tracing.
+#[derive(Debug)]
+struct Direct {
     writer: NonBlocking,
     json: bool,
 }
 
-static SINK: OnceLock<Sink> = OnceLock::new();
+impl RpcSink {
+    /// Sends RPC lines straight to `writer` in `format` rather than through
+    /// tracing. The log setup makes it once, when the log is not a terminal.
+    pub(crate) fn direct(writer: NonBlocking, format: LogFormat) -> Self {
+        let json = matches!(format, LogFormat::Json);
+        // Made once per process and used until it exits.
+        Self(Some(Box::leak(Box::new(Direct { writer, json }))))
+    }
+}
 
 thread_local! {
     /// This thread's line buffer, reused.
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Sends RPC lines straight to `writer` in `format` rather than through
-/// tracing. The log setup calls it when the log is not a terminal.
-pub fn install(writer: NonBlocking, format: LogFormat) {
-    let json = matches!(format, LogFormat::Json);
-    let _ = SINK.set(Sink { writer, json });
-}
-
 impl RpcLine<'_> {
-    /// Writes the line, if `dice_agent::rpc` is enabled at `INFO`.
-    pub fn log(&self) {
+    /// Writes the line to `sink`, if `dice_agent::rpc` is enabled at `INFO`.
+    pub fn log(&self, sink: RpcSink) {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
-        let Some(sink) = SINK.get() else {
+        let Some(sink) = sink.0 else {
             return self.log_with_tracing();
         };
         LINE.with_borrow_mut(|line| {
@@ -110,8 +116,8 @@ impl RpcLine<'_> {
         );
     }
 
-    /// tracing-subscriber's full text format, no colour, with
-    /// [`crate::log_fields::PlainFields`]: Display fields bare, strings quoted.
+    /// tracing-subscriber's full text format, no colour: Display fields
+    /// bare, strings quoted.
     fn write_text(&self, line: &mut String) {
         timestamp(line);
         line.push_str("  INFO dice_agent::rpc: rpc method=");
@@ -188,7 +194,7 @@ fn timestamp(line: &mut String) {
 
 /// Writes `n` in decimal without `core::fmt`.
 fn push_number(line: &mut String, n: u64) {
-    line.push_str(decimal(&mut [0; 21], n, false));
+    line.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Writes `text` as a JSON string, escaped as serde_json escapes it: `"`,
@@ -246,27 +252,18 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_capture::Capture;
+    use crate::log::test_capture::Capture;
 
-    /// What tracing-subscriber writes for `line`, set up as `logging::init`
-    /// sets it up off a terminal.
+    /// What the agent's subscriber (`log::init`'s, off a terminal) writes for `line`.
     fn through_tracing(line: &RpcLine<'_>, json: bool) -> String {
         let captured = Capture::default();
-        let builder = tracing_subscriber::fmt()
-            .with_timer(Timestamp)
-            .with_writer(captured.clone());
-        let dispatch: tracing::Dispatch = if json {
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .into()
+        let format = if json {
+            LogFormat::Json
         } else {
-            builder
-                .with_ansi(false)
-                .fmt_fields(crate::log_fields::PlainFields)
-                .into()
+            LogFormat::Text
         };
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let dispatch = crate::log::subscriber(format, false, filter, captured.clone());
         tracing::dispatcher::with_default(&dispatch, || line.log_with_tracing());
         captured.text()
     }

@@ -2,7 +2,7 @@
 //! `tls.expiry_warning` is logged at `warn`, so an operator renews it before
 //! clients start refusing it.
 //!
-//! The warning is one of the material's warnings ([`crate::tls::TlsMaterial`]),
+//! The warning is one of the material's warnings ([`super::TlsMaterial`]),
 //! so it is logged when the agent starts and whenever new material is
 //! reloaded, and `--check` prints it. [`run`] repeats it every
 //! [`CHECK_INTERVAL`] for as long as the agent serves the certificate, and
@@ -15,8 +15,11 @@ use dice_proto::cert::{CertSummary, rfc3339};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::TlsProfile;
 use crate::config::TlsFiles;
-use crate::tls::TlsProfile;
+
+/// The target of this module's events, as before it moved into `tls/`.
+const TARGET: &str = "dice_agent::expiry";
 
 /// How often served certificates are checked again after start: daily.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -74,9 +77,9 @@ pub fn check(profiles: &[Arc<TlsProfile>], now: i64) {
             continue;
         };
         if material.leaf.not_after < now {
-            error!("{message}");
+            error!(target: TARGET, "{message}");
         } else {
-            warn!("{message}");
+            warn!(target: TARGET, "{message}");
         }
     }
 }

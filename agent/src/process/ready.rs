@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::Bound;
+use crate::net::Bound;
 
 /// Renders the ready file's lines; the metrics listener, if any, is `metrics metrics ADDRESS`.
 pub fn render(bound: &Bound) -> std::io::Result<String> {

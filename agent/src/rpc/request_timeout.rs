@@ -9,42 +9,24 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Request, Response};
+use http::{HeaderMap, Request, Response};
 use tokio::time::Sleep;
-use tower::{Layer, Service};
+use tower::Service;
 
-/// The header in which a gRPC client sends its deadline.
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+use super::headers::GRPC_TIMEOUT;
 
 /// Bounds every RPC's time to answer by `limit` (and the client's deadline).
-#[derive(Debug, Clone, Copy)]
-pub struct RequestTimeoutLayer {
-    limit: Duration,
-}
-
-impl RequestTimeoutLayer {
-    /// A layer that cancels RPCs after `limit`.
-    pub fn new(limit: Duration) -> Self {
-        Self { limit }
-    }
-}
-
-impl<S> Layer<S> for RequestTimeoutLayer {
-    type Service = RequestTimeout<S>;
-
-    fn layer(&self, inner: S) -> RequestTimeout<S> {
-        RequestTimeout {
-            inner,
-            limit: self.limit,
-        }
-    }
-}
-
-/// The service [`RequestTimeoutLayer`] makes.
 #[derive(Debug, Clone)]
 pub struct RequestTimeout<S> {
     inner: S,
     limit: Duration,
+}
+
+impl<S> RequestTimeout<S> {
+    /// Cancels the RPCs of `inner` that take longer than `limit`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        Self { inner, limit }
+    }
 }
 
 impl<S, ReqBody> Service<Request<ReqBody>> for RequestTimeout<S>
@@ -164,7 +146,7 @@ mod tests {
         let stalled = tower::service_fn(|_: Request<()>| {
             std::future::pending::<Result<Response<tonic::body::Body>, std::convert::Infallible>>()
         });
-        let mut service = RequestTimeoutLayer::new(Duration::from_secs(30)).layer(stalled);
+        let mut service = RequestTimeout::new(stalled, Duration::from_secs(30));
         let request = Request::builder()
             .header(GRPC_TIMEOUT, "2S")
             .body(())

@@ -1,50 +1,12 @@
-//! Log setup: stderr, text or JSON, `RUST_LOG` over the configured level,
-//! colour only on a terminal (elsewhere fields go through
-//! [`crate::log_fields::PlainFields`]). Lines go out through [`crate::log_writer`], so
-//! logging every RPC under load costs no `write(2)` per line, and timestamps
-//! are formatted by [`Timestamp`], which does the calendar arithmetic once a
-//! second rather than for every line.
+//! Log line timestamps, formatted as tracing-subscriber's default timer
+//! formats them, with the calendar arithmetic done once a second.
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::IsTerminal;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
-
-use crate::config::LogFormat;
-use crate::log_writer::LogGuard;
-
-/// Installs the global subscriber. Keep the guard until exit: dropping it
-/// writes out the lines still pending.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init(format: LogFormat, level: &str) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let (writer, guard) = crate::log_writer::non_blocking(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_timer(Timestamp)
-        .with_writer(writer.clone());
-    let terminal = std::io::stderr().is_terminal();
-    if !terminal || format == LogFormat::Json {
-        crate::rpc_line::install(writer, format);
-    }
-    match format {
-        LogFormat::Text if terminal => builder.with_ansi(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(false)
-            .fmt_fields(crate::log_fields::PlainFields)
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-    }
-    guard
-}
 
 /// The last second of 9999, the last one written with a four-digit year.
 const LAST_FOUR_DIGIT_YEAR: u64 = 253_402_300_799;

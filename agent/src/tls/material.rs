@@ -6,17 +6,18 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use dice_proto::cert::{CertSummary, check_chain_links, rfc3339};
 use dice_proto::pem;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use x509_parser::prelude::FromDer;
 
+use super::crl::{check_crl_signer, parse_crls};
 use crate::config::{FileRef, TlsFiles};
+
+/// The target of this module's events, as before it moved into `tls/`.
+const TARGET: &str = "dice_agent::tls";
 
 /// Certificate material that failed a check, naming the file at fault.
 #[derive(Debug, Clone)]
@@ -152,7 +153,7 @@ impl TlsMaterial {
     /// Logs each of [`TlsMaterial::warnings`] at warn.
     pub fn log_warnings(&self) {
         for warning in &self.warnings {
-            tracing::warn!("{warning}");
+            tracing::warn!(target: TARGET, "{warning}");
         }
     }
 
@@ -198,7 +199,7 @@ impl TlsMaterial {
             client_ca_subjects.push(summary.subject);
         }
         let mut warnings = Vec::new();
-        warnings.extend(crate::expiry::warning(files, &leaf, now));
+        warnings.extend(super::expiry::warning(files, &leaf, now));
         if source.key_mode & 0o077 != 0 {
             let message = format!("readable by group or others (mode {:03o})", source.key_mode);
             if files.strict_permissions {
@@ -253,82 +254,6 @@ impl TlsMaterial {
             fingerprint: source.fingerprint(),
             warnings,
         })
-    }
-}
-
-/// One certificate revocation list from a `tls.crl` file.
-#[derive(Debug, Clone)]
-pub struct ParsedCrl {
-    /// The CRL's DER bytes, as rustls takes them.
-    pub der: CertificateRevocationListDer<'static>,
-    /// Its issuer's distinguished name, e.g. `CN=dice CA, O=dice`.
-    pub issuer: String,
-    /// When the next CRL is due (Unix seconds), if it says.
-    pub next_update: Option<i64>,
-}
-
-/// Parses the CRLs in a file: PEM (one or more `X509 CRL` blocks) or DER.
-/// Public so the fuzz targets (`fuzz/`) can feed it arbitrary bytes.
-pub fn parse_crls(bytes: &[u8]) -> Result<Vec<ParsedCrl>, String> {
-    let ders: Vec<CertificateRevocationListDer<'static>> =
-        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            CertificateRevocationListDer::pem_slice_iter(bytes)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("not valid PEM: {e:?}"))?
-        } else {
-            vec![CertificateRevocationListDer::from(bytes.to_vec())]
-        };
-    if ders.is_empty() {
-        return Err("no CRL found (expected '-----BEGIN X509 CRL-----' or a DER CRL)".to_owned());
-    }
-    ders.into_iter()
-        .map(|der| {
-            let (_, crl) =
-                x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
-                    .map_err(|e| format!("not a valid CRL: {e}"))?;
-            let next_update = crl.next_update().map(|t| t.timestamp());
-            let issuer = crl.issuer().to_string();
-            Ok(ParsedCrl {
-                der,
-                issuer,
-                next_update,
-            })
-        })
-        .collect()
-}
-
-/// Checks that a CA in `client_ca` signed `crl`. `Ok(false)` when no CA there
-/// has the CRL's issuer name (the CRL can revoke nothing); an error when one
-/// does but did not sign it. rustls would fail every handshake of that CA's
-/// clients with such a CRL ("invalid certificate revocation list: BadSignature").
-pub fn check_crl_signer(
-    crl: &ParsedCrl,
-    client_ca: &[CertificateDer<'static>],
-) -> Result<bool, String> {
-    let (_, parsed) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(crl.der.as_ref())
-            .map_err(|e| format!("not a valid CRL: {e}"))?;
-    let issuer = parsed.issuer().as_raw();
-    let mut named = false;
-    for ca in client_ca {
-        let Ok((_, ca)) = x509_parser::certificate::X509Certificate::from_der(ca.as_ref()) else {
-            continue;
-        };
-        if ca.subject().as_raw() != issuer {
-            continue;
-        }
-        named = true;
-        if parsed.verify_signature(ca.public_key()).is_ok() {
-            return Ok(true);
-        }
-    }
-    if named {
-        Err(format!(
-            "CRL is not signed by the client CA \"{}\" it names: every client of that CA would be refused",
-            crl.issuer
-        ))
-    } else {
-        Ok(false)
     }
 }
 
@@ -397,50 +322,4 @@ fn build_server_config(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The certificate material one or more listeners serve, swappable at runtime:
-/// each handshake reads the current server config, so installing new material
-/// is a single atomic swap and open connections keep what they started with.
-#[derive(Debug)]
-pub struct TlsProfile {
-    /// The files this profile serves.
-    pub files: TlsFiles,
-    current: ArcSwap<TlsMaterial>,
-}
-
-impl TlsProfile {
-    /// A profile serving `material`, loaded from `files`.
-    pub fn new(files: TlsFiles, material: TlsMaterial) -> Self {
-        export_not_after(&files, &material);
-        Self {
-            files,
-            current: ArcSwap::from_pointee(material),
-        }
-    }
-
-    /// The server config for the next handshake.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.current.load().server_config.clone()
-    }
-
-    /// The material being served now.
-    pub fn material(&self) -> Arc<TlsMaterial> {
-        self.current.load_full()
-    }
-
-    /// Serves `material` from the next handshake on.
-    pub fn install(&self, material: TlsMaterial) {
-        export_not_after(&self.files, &material);
-        self.current.store(Arc::new(material));
-    }
-}
-
-fn export_not_after(files: &TlsFiles, material: &TlsMaterial) {
-    crate::metrics::metrics()
-        .cert_not_after
-        .get_or_create(&crate::metrics::CertLabels {
-            cert: files.cert.path.display().to_string(),
-        })
-        .set(material.leaf.not_after);
 }

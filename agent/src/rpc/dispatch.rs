@@ -5,17 +5,17 @@
 //! work that is measurable on a RollDie that takes a few microseconds.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use dice_proto::api::dice_service_server::DiceServiceServer;
+use futures_util::future::Either;
 use http::{Request, Response};
 use tonic::body::Body;
 use tonic::codegen::Bytes;
 use tonic::service::Routes;
 use tower::Service;
 
-use crate::service::Dice;
+use crate::services::Dice;
 
 /// The agent's gRPC services behind one path dispatch.
 #[derive(Debug, Clone)]
@@ -44,7 +44,8 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = DispatchFuture<
+    /// From `api.DiceService`, or from the router for any other path.
+    type Future = Either<
         <DiceServiceServer<Dice> as Service<Request<B>>>::Future,
         <Routes as Service<Request<B>>>::Future,
     >;
@@ -57,41 +58,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if request.uri().path().starts_with(DICE_PREFIX) {
-            DispatchFuture::Dice {
-                inner: self.dice.call(request),
-            }
+            Either::Left(self.dice.call(request))
         } else {
-            DispatchFuture::Other {
-                inner: self.others.call(request),
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`Dispatch`]: from `api.DiceService` or from the router.
-    // pin-project-lite takes no doc comments on enum fields.
-    #[allow(missing_docs)]
-    #[project = DispatchFutureProj]
-    pub enum DispatchFuture<D, O> {
-        /// An `api.DiceService` method's.
-        Dice { #[pin] inner: D },
-        /// Any other path's, through tonic's router.
-        Other { #[pin] inner: O },
-    }
-}
-
-impl<D, O> Future for DispatchFuture<D, O>
-where
-    D: Future<Output = Result<Response<Body>, Infallible>>,
-    O: Future<Output = Result<Response<Body>, Infallible>>,
-{
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            DispatchFutureProj::Dice { inner } => inner.poll(cx),
-            DispatchFutureProj::Other { inner } => inner.poll(cx),
+            Either::Right(self.others.call(request))
         }
     }
 }

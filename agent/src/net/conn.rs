@@ -1,17 +1,15 @@
 //! An accepted connection, plaintext or TLS, with what the agent knows about
-//! its peer. [`crate::http2`] puts an `Arc<ConnInfo>` into every request's
+//! its peer. [`crate::net::http2`] puts an `Arc<ConnInfo>` into every request's
 //! extensions.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use dice_proto::cert::CertSummary;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -20,14 +18,17 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
+use crate::tls::ClientIdentity;
+
+/// The target of this module's events, as before it moved into `net/`.
+const TARGET: &str = "dice_agent::conn";
+
 /// What the agent knows about a connection's peer. Shared, as one `Arc`,
 /// by the connection and every request on it.
 #[derive(Debug)]
 pub struct ConnInfo {
     /// The name of the listener that accepted it.
     pub listener: Arc<str>,
-    /// The listener's mode, `mtls` or `h2c`.
-    pub mode: &'static str,
     /// The peer's address.
     pub peer: SocketAddr,
     /// `peer` as text, formatted once for every RPC's log line.
@@ -86,63 +87,6 @@ impl Activity {
             return None;
         }
         Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle)
-    }
-}
-
-/// How many client certificates' identities [`ClientIdentity::from_tls`]
-/// keeps (a few hundred KiB at most); when full it starts over.
-const MAX_CACHED_IDENTITIES: usize = 256;
-
-/// Identities by the leaf certificate's DER bytes. Only certificates that
-/// passed verification get here, so a peer cannot fill it with junk faster
-/// than it can get certificates from the CA.
-static IDENTITIES: LazyLock<Mutex<IdentityCache>> = LazyLock::new(Mutex::default);
-
-/// Client identities by their leaf certificate's DER bytes.
-type IdentityCache = HashMap<Box<[u8]>, Arc<ClientIdentity>>;
-
-/// The identity a verified client certificate carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// Subject distinguished name.
-    pub subject: String,
-    /// The subject's common name.
-    pub common_name: Option<String>,
-    /// Subject alternative names, as `DNS:...`, `URI:...`, `IP:...`.
-    pub sans: Vec<String>,
-}
-
-impl ClientIdentity {
-    /// Reads the identity from the peer's leaf certificate, if it parses.
-    /// A certificate seen recently is not parsed again: clients reconnect
-    /// with the same one, and a full handshake is the agent's dearest work.
-    pub fn from_tls(stream: &TlsStream<TcpStream>) -> Option<Arc<Self>> {
-        let leaf = stream.get_ref().1.peer_certificates()?.first()?;
-        let mut cache = IDENTITIES.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = cache.get(leaf.as_ref()) {
-            return Some(known.clone());
-        }
-        let summary = CertSummary::parse(leaf).ok()?;
-        let identity = Arc::new(Self {
-            subject: summary.subject,
-            common_name: summary.common_name,
-            sans: summary.sans,
-        });
-        if cache.len() >= MAX_CACHED_IDENTITIES {
-            cache.clear();
-        }
-        cache.insert(leaf.as_ref().into(), identity.clone());
-        Some(identity)
-    }
-
-    /// The names an allow list may match: DNS and URI SANs (without their
-    /// `DNS:`/`URI:` prefix) and the common name.
-    pub fn identities(&self) -> impl Iterator<Item = &str> {
-        let sans = self.sans.iter().filter_map(|san| {
-            san.strip_prefix("DNS:")
-                .or_else(|| san.strip_prefix("URI:"))
-        });
-        sans.chain(self.common_name.as_deref())
     }
 }
 
@@ -266,7 +210,7 @@ impl AsyncRead for Conn {
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
         if polled.is_pending() && self.poll_idle_expired(cx) {
-            debug!(peer = %self.info.peer, listener = %self.info.listener, "closing idle connection");
+            debug!(target: TARGET, peer = %self.info.peer, listener = %self.info.listener, "closing idle connection");
             // Reads as end of stream: the HTTP/2 server closes the connection.
             return Poll::Ready(Ok(()));
         }
@@ -338,7 +282,6 @@ mod tests {
         let (stream, peer) = listener.accept().await.expect("accept");
         let info = ConnInfo {
             listener: Arc::from("test"),
-            mode: "h2c",
             peer,
             peer_text: peer.to_string().into(),
             client: None,

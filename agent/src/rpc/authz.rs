@@ -5,14 +5,16 @@
 //! characters. The decision is made once per connection, at the handshake;
 //! every RPC on a denied connection fails with `PERMISSION_DENIED`.
 
-use std::pin::Pin;
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{Request, Response};
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::conn::{ClientIdentity, ConnInfo};
+use crate::net::ConnInfo;
+use crate::tls::ClientIdentity;
 
 /// The client identities a listener serves; empty means any verified client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,22 +70,21 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Refuses every RPC on a connection whose client the allow list denied.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuthzLayer;
-
-impl<S> Layer<S> for AuthzLayer {
-    type Service = Authz<S>;
-
-    fn layer(&self, inner: S) -> Authz<S> {
-        Authz { inner }
-    }
-}
-
-/// The service [`AuthzLayer`] makes.
 #[derive(Debug, Clone)]
 pub struct Authz<S> {
     inner: S,
 }
+
+impl<S> Authz<S> {
+    /// Serves `inner` to allowed clients only.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+/// The response of [`Authz`]: the inner service's, or `PERMISSION_DENIED`
+/// at once. Not a boxed future: it is made for every RPC.
+pub type AuthzFuture<F, E> = Either<F, Ready<Result<Response<tonic::body::Body>, E>>>;
 
 impl<S, ReqBody> Service<Request<ReqBody>> for Authz<S>
 where
@@ -91,7 +92,7 @@ where
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = AuthzFuture<S::Future>;
+    type Future = AuthzFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -106,43 +107,9 @@ where
             let status = tonic::Status::permission_denied(
                 "this client certificate is not in the listener's allow list",
             );
-            return AuthzFuture::Denied {
-                response: Some(status.into_http()),
-            };
+            return Either::Right(std::future::ready(Ok(status.into_http())));
         }
-        AuthzFuture::Served {
-            inner: self.inner.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`Authz`]: the inner service's, or `PERMISSION_DENIED`
-    /// at once. A plain enum, not a boxed future: it is made for every RPC.
-    // pin-project-lite takes no doc comments on enum fields.
-    #[allow(missing_docs)]
-    #[project = AuthzFutureProj]
-    pub enum AuthzFuture<F> {
-        /// The client is allowed: the inner service answers.
-        Served { #[pin] inner: F },
-        /// The client was denied; taken on the first poll.
-        Denied { response: Option<Response<tonic::body::Body>> },
-    }
-}
-
-impl<F, E> Future for AuthzFuture<F>
-where
-    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AuthzFutureProj::Served { inner } => inner.poll(cx),
-            AuthzFutureProj::Denied { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-        }
+        Either::Left(self.inner.call(request))
     }
 }
 

@@ -5,9 +5,12 @@
 use sd_notify::NotifyState;
 use tracing::warn;
 
+/// The target of this module's events, as before it moved into `process/`.
+const TARGET: &str = "dice_agent::systemd";
+
 fn send(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
-        warn!(%error, "cannot notify systemd (NOTIFY_SOCKET)");
+        warn!(target: TARGET, %error, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }
 

@@ -6,7 +6,6 @@
 //! body, so the log line is written by the response body when it finishes (or
 //! is dropped, when the client goes away first).
 
-use std::cell::RefCell;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,36 +14,29 @@ use std::time::Instant;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tonic::Code;
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::conn::ConnInfo;
-use crate::message_limit::GRPC_STATUS;
-use crate::metrics::{MethodLabels, RpcLabels};
-use crate::rpc_line::{RpcLine, code_name};
+use super::headers::GRPC_STATUS;
+use crate::log::{RpcLine, RpcSink};
+use crate::net::ConnInfo;
 
 /// The request header in which a trusted TLS-terminating proxy passes the
 /// verified client certificate's subject (nginx: `$ssl_client_s_dn`).
 pub const PROXY_CLIENT_SUBJECT_HEADER: &str = "x-client-subject";
 
-/// Wraps the gRPC router so each RPC is logged when it ends.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcLogLayer;
-
-impl<S> Layer<S> for RpcLogLayer {
-    type Service = RpcLog<S>;
-
-    fn layer(&self, inner: S) -> RpcLog<S> {
-        RpcLog { inner }
-    }
-}
-
-/// The service [`RpcLogLayer`] makes.
+/// Wraps the gRPC services so each RPC is logged, to its sink, when it ends.
 #[derive(Debug, Clone)]
 pub struct RpcLog<S> {
     inner: S,
+    sink: RpcSink,
+}
+
+impl<S> RpcLog<S> {
+    /// Logs the RPCs `inner` serves to `sink`.
+    pub fn new(inner: S, sink: RpcSink) -> Self {
+        Self { inner, sink }
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RpcLog<S>
@@ -60,7 +52,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let record = RpcRecord::start(&request);
+        let record = RpcRecord::start(&request, self.sink);
         RpcLogFuture {
             inner: self.inner.call(request),
             record: Some(record),
@@ -160,10 +152,11 @@ struct RpcRecord {
     conn: Option<Arc<ConnInfo>>,
     proxy_client: Option<HeaderValue>,
     code: Option<Code>,
+    sink: RpcSink,
 }
 
 impl RpcRecord {
-    fn start<B>(request: &Request<B>) -> Self {
+    fn start<B>(request: &Request<B>, sink: RpcSink) -> Self {
         let headers = request.headers();
         let authority = request.uri().authority().cloned();
         let started = Instant::now();
@@ -192,6 +185,7 @@ impl RpcRecord {
             conn,
             proxy_client,
             code: None,
+            sink,
         }
     }
 }
@@ -212,7 +206,7 @@ impl Drop for RpcRecord {
         // No status at all means the client went away before the RPC ended.
         let code = self.code.unwrap_or(Code::Cancelled);
         let method = self.path.as_ref().map_or("/", PathAndQuery::path);
-        record_metrics(method, code, elapsed.as_secs_f64());
+        crate::metrics::record_rpc(method, code, elapsed.as_secs_f64());
         let conn = self.conn.as_ref();
         let client = conn.and_then(|c| c.client.as_deref());
         let proxy_client = self.proxy_client.as_ref().and_then(|v| v.to_str().ok());
@@ -232,70 +226,8 @@ impl Drop for RpcRecord {
             via_proxy: proxy_client.is_some(),
             client_sans: client.map(|c| c.sans.as_slice()),
         }
-        .log();
+        .log(self.sink);
     }
-}
-
-/// The most methods a worker thread keeps metric handles for.
-const MAX_CACHED_SERIES: usize = 64;
-
-/// gRPC status codes: 0 (`Ok`) to 16 (`Unauthenticated`).
-const CODES: usize = 17;
-
-/// A series' counter and latency histogram.
-type Series = (Counter, Histogram);
-
-/// A method's series, by status code.
-type MethodSeries = (Box<str>, [Option<Series>; CODES]);
-
-thread_local! {
-    /// Handles to the metric series this thread has used, by method and code:
-    /// looking one up in the registry's families takes their locks and a
-    /// `String` per label; after the first RPC of a kind this takes neither.
-    /// A list, searched in order: a service has a handful of methods, and
-    /// comparing a few short strings is cheaper than hashing one.
-    static SERIES: RefCell<Vec<MethodSeries>> = const { RefCell::new(Vec::new()) };
-}
-
-fn record_metrics(method: &str, code: Code, seconds: f64) {
-    // Paths of no service are labelled as one, so a peer cannot grow the label set.
-    let method = if code == Code::Unimplemented {
-        "other"
-    } else {
-        method
-    };
-    let slot = (code as usize).min(CODES - 1);
-    SERIES.with_borrow_mut(|cache| {
-        let cached = cache.iter().position(|(known, _)| **known == *method);
-        if let Some(Some((rpcs, duration))) = cached.map(|at| &cache[at].1[slot]) {
-            rpcs.inc();
-            duration.observe(seconds);
-            return;
-        }
-        let metrics = crate::metrics::metrics();
-        let rpcs = metrics
-            .rpcs
-            .get_or_create(&RpcLabels {
-                method: method.to_owned(),
-                code: code_name(code).to_owned(),
-            })
-            .clone();
-        let duration = metrics
-            .rpc_duration
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
-            .clone();
-        rpcs.inc();
-        duration.observe(seconds);
-        if let Some(at) = cached {
-            cache[at].1[slot] = Some((rpcs, duration));
-        } else if cache.len() < MAX_CACHED_SERIES {
-            let mut codes: [Option<Series>; CODES] = Default::default();
-            codes[slot] = Some((rpcs, duration));
-            cache.push((Box::from(method), codes));
-        }
-    });
 }
 
 fn grpc_code(headers: &HeaderMap) -> Option<Code> {

@@ -23,9 +23,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
 use crate::config::ReloadConfig;
-use crate::info::AgentState;
-use crate::tls::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
+use crate::services::AgentState;
+
+/// The target of this module's events, as before it moved into `tls/`.
+const TARGET: &str = "dice_agent::reload";
 
 /// Quiet time after a file event before files are read, so a burst of writes
 /// (a certificate, then its key) is read once, after the last of them.
@@ -122,16 +125,16 @@ impl Reloader {
                     Trigger::Changed
                 }
                 _ = self.hangup.recv() => {
-                    info!("SIGHUP: re-checking all certificate material");
+                    info!(target: TARGET, "SIGHUP: re-checking all certificate material");
                     Trigger::Forced
                 }
                 _ = tick(poll.as_mut()) => Trigger::Changed,
                 () = tokio::time::sleep(RETRY_INTERVAL), if retry => Trigger::Changed,
             };
             if trigger == Trigger::Forced {
-                crate::systemd::reloading();
+                crate::process::systemd::reloading();
                 self.check_all(trigger);
-                crate::systemd::ready();
+                crate::process::systemd::ready();
             } else {
                 self.check_all(trigger);
             }
@@ -153,15 +156,17 @@ impl Reloader {
         ) {
             Ok(watcher) => watcher,
             Err(error) => {
-                warn!(%error, "cannot watch certificate files; relying on reload.poll_interval and SIGHUP");
+                warn!(target: TARGET, %error, "cannot watch certificate files; relying on reload.poll_interval and SIGHUP");
                 return None;
             }
         };
         for dir in self.watched_dirs() {
             match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => info!(dir = %dir.display(), "watching for certificate changes"),
+                Ok(()) => {
+                    info!(target: TARGET, dir = %dir.display(), "watching for certificate changes")
+                }
                 Err(error) => {
-                    warn!(dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
+                    warn!(target: TARGET, dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
                 }
             }
         }
@@ -207,18 +212,18 @@ impl Reloader {
         };
         if bytes.fingerprint() == current.fingerprint {
             if self.failing[index].take().is_some() {
-                info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate files agree with the served material again");
+                info!(target: TARGET, cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate files agree with the served material again");
                 // The failure recorded for the info API is over: say so.
                 self.record(true, String::new());
             } else if trigger == Trigger::Forced {
-                info!(cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate material unchanged");
+                info!(target: TARGET, cert = %profile.files.cert.path.display(), serial = %current.leaf.serial, "certificate material unchanged");
                 self.record(true, String::new());
             }
             return;
         }
         match TlsMaterial::from_bytes(&profile.files, bytes, crate::unix_now()) {
             Ok(material) => {
-                info!(
+                info!(target: TARGET,
                     cert = %profile.files.cert.path.display(),
                     key = %profile.files.key.path.display(),
                     client_ca = %profile.files.client_ca.path.display(),
@@ -244,11 +249,11 @@ impl Reloader {
             Some(failing) if failing.error == message && trigger == Trigger::Changed => {
                 if !failing.escalated && failing.since.elapsed() >= settle {
                     failing.escalated = true;
-                    error!(error = %message, serving_serial = %serving, settle_period = ?settle, "certificate files still unusable after the settle period; still serving the previous certificate: fix the files");
+                    error!(target: TARGET, error = %message, serving_serial = %serving, settle_period = ?settle, "certificate files still unusable after the settle period; still serving the previous certificate: fix the files");
                 }
             }
             failing => {
-                warn!(error = %message, serving_serial = %serving, "certificate reload rejected; still serving the previous certificate");
+                warn!(target: TARGET, error = %message, serving_serial = %serving, "certificate reload rejected; still serving the previous certificate");
                 let since = failing.as_ref().map_or_else(Instant::now, |f| f.since);
                 *failing = Some(Failing {
                     since,

@@ -230,7 +230,7 @@ impl<'a> MakeWriter<'a> for NonBlocking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_capture::Capture as Sink;
+    use crate::log::test_capture::Capture as Sink;
 
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {
@@ -280,5 +280,150 @@ mod tests {
                 .expect("write");
             assert!(sink.text().ends_with(&line), "{:?}", sink.text());
         }
+    }
+
+    /// A sink whose writes block while its gate is shut, keeping what they write.
+    #[derive(Clone, Default)]
+    struct Gated {
+        shut: Arc<(Mutex<bool>, Condvar)>,
+        sink: Sink,
+    }
+
+    impl Gated {
+        fn shut() -> Self {
+            let gated = Self::default();
+            *gated.shut.0.lock().expect("gate") = true;
+            gated
+        }
+
+        fn open(&self) {
+            *self.shut.0.lock().expect("gate") = false;
+            self.shut.1.notify_all();
+        }
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let (shut, opened) = &*self.shut;
+            let mut guard = shut.lock().expect("gate");
+            while *guard {
+                guard = opened.wait(guard).expect("gate");
+            }
+            drop(guard);
+            self.sink.write(bytes)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Opens the gate when dropped, so a failing test does not hang in the
+    /// guard's drop.
+    struct OpenOnDrop(Gated);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+
+    /// Starts the writer on a shut sink, then writes `line` on a thread of
+    /// its own into the quiet log, so that thread writes it directly and
+    /// stays in the sink until the gate opens. The receiver hears when
+    /// the write returned.
+    fn shut_with_a_write_in_flight(
+        line: &str,
+    ) -> (
+        Gated,
+        NonBlocking,
+        LogGuard,
+        std::sync::mpsc::Receiver<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let gated = Gated::shut();
+        let (writer, guard) = non_blocking(gated.clone());
+        std::thread::sleep(QUIET * 2);
+        let (returned, thread) = write_on_a_thread(&writer, line.to_owned());
+        while !relock(writer.shared.pending.lock()).writing {
+            std::thread::yield_now();
+        }
+        (gated, writer, guard, returned, thread)
+    }
+
+    /// Writes `line` on a thread of its own; the receiver hears when it returned.
+    fn write_on_a_thread(
+        writer: &NonBlocking,
+        line: String,
+    ) -> (std::sync::mpsc::Receiver<()>, std::thread::JoinHandle<()>) {
+        let writer = writer.clone();
+        let (done, returned) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            writer
+                .make_writer()
+                .write_all(line.as_bytes())
+                .expect("write");
+            let _ = done.send(());
+        });
+        (returned, thread)
+    }
+
+    /// How long a test waits to be sure something is blocked.
+    const BLOCKED: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_full_buffer_makes_logging_wait_and_loses_no_line() {
+        // The first line stays in the shut sink, so nothing drains the
+        // buffer behind it.
+        let (gated, writer, guard, first, first_thread) = shut_with_a_write_in_flight("first\n");
+        let _open = OpenOnDrop(gated.clone());
+        let line = format!("{}\n", "x".repeat(1023));
+        for _ in 0..MAX_PENDING / line.len() {
+            writer
+                .make_writer()
+                .write_all(line.as_bytes())
+                .expect("write");
+        }
+        let (last, last_thread) = write_on_a_thread(&writer, "last\n".to_owned());
+        assert!(
+            last.recv_timeout(BLOCKED).is_err(),
+            "wrote into a full buffer"
+        );
+        assert!(first.try_recv().is_err(), "the shut sink took a line");
+        gated.open();
+        last.recv_timeout(Duration::from_secs(10))
+            .expect("room once the sink drains");
+        first_thread.join().expect("join");
+        last_thread.join().expect("join");
+        drop(guard);
+        let text = gated.sink.text();
+        assert_eq!(text.lines().count(), MAX_PENDING / line.len() + 2);
+        assert!(text.starts_with("first\n") && text.ends_with("last\n"));
+    }
+
+    #[test]
+    fn closing_waits_for_a_write_in_flight_and_then_writes_what_is_pending() {
+        let (gated, writer, guard, _, in_flight) = shut_with_a_write_in_flight("in flight\n");
+        let _open = OpenOnDrop(gated.clone());
+        writer.make_writer().write_all(b"pending\n").expect("write");
+        let (closed, was_closed) = std::sync::mpsc::channel();
+        let dropper = std::thread::spawn(move || {
+            drop(guard);
+            let _ = closed.send(());
+        });
+        assert!(
+            was_closed.recv_timeout(BLOCKED).is_err(),
+            "closed with a write in flight"
+        );
+        gated.open();
+        was_closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("closed once the write ended");
+        dropper.join().expect("join");
+        in_flight.join().expect("join");
+        assert_eq!(gated.sink.text(), "in flight\npending\n");
+        // Once closed, a line is written directly.
+        writer.make_writer().write_all(b"after\n").expect("write");
+        assert!(gated.sink.text().ends_with("after\n"));
     }
 }

@@ -1,0 +1,12 @@
+//! The network side: binding the configured sockets, one accept loop per
+//! listener (TLS handshakes in their own tasks), the accepted connection and
+//! what is known about its peer, and hyper's HTTP/2 server on each.
+
+mod bind;
+mod conn;
+pub(crate) mod http2;
+mod listener;
+
+pub(crate) use bind::{Bound, bind};
+pub(crate) use conn::ConnInfo;
+pub(crate) use listener::{BoundListener, accept_loop};
