@@ -8,10 +8,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/system-packages.sh
 . scripts/system-packages.sh
-command -v cargo >/dev/null 2>&1 || {
-    echo "quickstart: cargo not found: install the Rust toolchain with rustup, then run this again" >&2
-    exit 1
-}
+need_cargo quickstart
 # ring's build compiles C.
 need_packages quickstart cc=gcc
 

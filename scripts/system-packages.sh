@@ -1,7 +1,11 @@
 # Sourced by test.sh and quickstart.sh: installs the Debian packages a script
 # needs when their programs are missing.
 #
+#   need_cargo SCRIPT
 #   need_packages SCRIPT CHECK=PACKAGE...
+#
+# need_cargo stops unless a Rust toolchain is on PATH (rustup installs it;
+# Debian's packages are too old for this workspace).
 #
 # CHECK is a program looked up on PATH (and in /usr/sbin), or `py:MODULES`
 # for Python modules python3 must import. Whatever is missing is installed
@@ -55,4 +59,11 @@ need_packages() {
             exit 1
         }
     done
+}
+
+need_cargo() {
+    command -v cargo >/dev/null 2>&1 || {
+        echo "$1: cargo not found: install the Rust toolchain with rustup, then run this again" >&2
+        exit 1
+    }
 }

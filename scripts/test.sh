@@ -7,10 +7,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/system-packages.sh
 . scripts/system-packages.sh
-command -v cargo >/dev/null 2>&1 || {
-    echo "test.sh: cargo not found: install the Rust toolchain with rustup, then run this again" >&2
-    exit 1
-}
+need_cargo test.sh
 # What the tests run besides the workspace's own binaries: a C compiler for
 # ring's build, openssl (RSA and SEC1 keys), the real nginx, headless Chromium
 # (the Django page), python3 with venv (grpcio and Django in .venv),
