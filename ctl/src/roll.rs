@@ -121,7 +121,7 @@ mod tests {
 
     use super::*;
     use crate::client::NodeErrorKind;
-    use crate::testing::{Node, Pki, Reply};
+    use crate::testing::{Dice, Node, Pki};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -148,7 +148,7 @@ mod tests {
     #[tokio::test]
     async fn rolls_over_mutual_tls() {
         let pki = Pki::new();
-        let node = Node::spawn(pki.server_config(&pki), Reply::Value(4)).await;
+        let node = Node::spawn(pki.server_config(&pki), Dice::Always(4)).await;
         let value = roll(&target(&node), pki.client_config(), TIMEOUT)
             .await
             .expect("roll");
@@ -168,7 +168,7 @@ mod tests {
     #[tokio::test]
     async fn node_from_another_ca_is_a_tls_error() {
         let (ours, theirs) = (Pki::new(), Pki::new());
-        let node = Node::spawn(theirs.server_config(&ours), Reply::Value(4)).await;
+        let node = Node::spawn(theirs.server_config(&ours), Dice::Always(4)).await;
         let error = roll_err(&target(&node), &ours, TIMEOUT).await;
         assert_eq!(error.kind(), NodeErrorKind::Tls, "{error}");
         let text = error.to_string();
@@ -190,7 +190,7 @@ mod tests {
             ours.server_config(&theirs),
             ours.server_config_tls12(&theirs),
         ] {
-            let node = Node::spawn(config, Reply::Value(4)).await;
+            let node = Node::spawn(config, Dice::Always(4)).await;
             let error = roll_err(&target(&node), &ours, TIMEOUT).await;
             assert_starts(
                 &error,
@@ -207,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_server_name_is_a_tls_error() {
         let pki = Pki::new();
-        let node = Node::spawn(pki.server_config(&pki), Reply::Value(4)).await;
+        let node = Node::spawn(pki.server_config(&pki), Dice::Always(4)).await;
         let target =
             NodeTarget::parse(&node.addr.to_string(), Some("node-9.example")).expect("target");
         let error = roll_err(&target, &pki, TIMEOUT).await;
@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn status_is_an_rpc_error() {
         let pki = Pki::new();
-        let reply = Reply::Error(tonic::Code::Unavailable, "draining");
+        let reply = Dice::Fails(tonic::Code::Unavailable, "draining");
         let node = Node::spawn(pki.server_config(&pki), reply).await;
         let error = roll_err(&target(&node), &pki, TIMEOUT).await;
         assert_starts(&error, NodeErrorKind::Rpc, "rpc: Unavailable: draining (");

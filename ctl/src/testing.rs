@@ -2,23 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use dice_proto::api::dice_service_server::{DiceService, DiceServiceServer};
-use dice_proto::api::{RollDieRequest, RollDieResponse};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use dice_proto::api::dice_service_server::DiceServiceServer;
+use dice_proto::testing::{self, TLS_VERSIONS};
+use rustls::ServerConfig;
 use tempfile::TempDir;
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
-use tonic::{Request, Response, Status};
+
+pub use dice_proto::testing::Dice;
 
 use crate::certs::{self, InitOptions};
 
@@ -74,7 +71,7 @@ impl Pki {
 }
 
 pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Arc<ServerConfig> {
-    server_config_with(ca, cert, key, rustls::DEFAULT_VERSIONS)
+    server_config_with(ca, cert, key, TLS_VERSIONS)
 }
 
 fn server_config_with(
@@ -83,49 +80,7 @@ fn server_config_with(
     key: &Path,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ServerConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in dice_proto::pem::load_certs(ca).expect("ca") {
-        roots.add(cert).expect("root");
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        dice_proto::crypto::provider(),
-    )
-    .build()
-    .expect("verifier");
-    let mut config = ServerConfig::builder_with_provider(dice_proto::crypto::provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            dice_proto::pem::load_certs(cert).expect("cert"),
-            dice_proto::pem::load_key(key).expect("key"),
-        )
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
-/// What the test node answers to RollDie.
-#[derive(Clone)]
-pub enum Reply {
-    Value(i32),
-    Error(tonic::Code, &'static str),
-}
-
-struct Dice(Reply);
-
-#[tonic::async_trait]
-impl DiceService for Dice {
-    async fn roll_die(
-        &self,
-        _request: Request<RollDieRequest>,
-    ) -> Result<Response<RollDieResponse>, Status> {
-        match &self.0 {
-            Reply::Value(value) => Ok(Response::new(RollDieResponse { value: *value })),
-            Reply::Error(code, message) => Err(Status::new(*code, *message)),
-        }
-    }
+    testing::server_config(cert, key, ca, versions).expect("server config")
 }
 
 /// A dice node serving mTLS on `127.0.0.1:0` until dropped.
@@ -137,25 +92,15 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn spawn(config: Arc<ServerConfig>, reply: Reply) -> Self {
+    pub async fn spawn(config: Arc<ServerConfig>, dice: Dice) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = mpsc::channel::<Result<Tls, std::io::Error>>(4);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                // A refused handshake just drops the connection, as an agent would.
-                if let Ok(tls) = acceptor.accept(tcp).await
-                    && tx.send(Ok(Tls(tls))).await.is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel(4);
+        let accept = tokio::spawn(testing::accept_tls(listener, TlsAcceptor::from(config), tx));
         let (shutdown, stop) = oneshot::channel();
         let serve = tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(DiceServiceServer::new(Dice(reply)))
+                .add_service(DiceServiceServer::new(dice))
                 .serve_with_incoming_shutdown(ReceiverStream::new(rx), async {
                     let _ = stop.await;
                 })
@@ -178,42 +123,5 @@ impl Drop for Node {
         }
         self.accept.abort();
         self.serve.abort();
-    }
-}
-
-/// A server TLS stream tonic can serve (tonic's own impl needs its TLS features).
-pub struct Tls(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl Connected for Tls {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for Tls {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tls {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

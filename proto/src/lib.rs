@@ -8,12 +8,15 @@
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
 //! - [`file_error`]: errors in TOML files that name the file, line and key.
 //! - [`clidocs`]: shell completions and man pages from the clap definitions.
+//! - `testing` (feature `testing`): a bare DiceService and mTLS server for tests.
 
 pub mod cert;
 pub mod clidocs;
 pub mod crypto;
 pub mod file_error;
 pub mod pem;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The `DiceService` API, generated from `proto/api.proto`.
 #[allow(missing_docs, clippy::unwrap_used)]

@@ -21,9 +21,9 @@
 //!   openssl and cfssl do, and runs `openssl verify` and `openssl s_client`.
 //! - [`heavy::many_connections`] keeps the tests that open connections by the
 //!   hundred from running at the same time.
-//! - [`reference`](mod@reference) holds the bare reference server's pieces (a DiceService, an
-//!   mTLS server config, an accept loop) that `dice-reference` and the harness's
-//!   own checks share.
+//! - The bare reference server's pieces (a DiceService, an mTLS server config,
+//!   an accept loop) that `dice-reference` and the harness's own checks share
+//!   come from `dice_proto::testing`, as dicectl's unit tests use them too.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
@@ -59,7 +59,6 @@ pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod python;
-pub mod reference;
 pub mod reuse;
 pub mod rotation;
 pub mod rpc_log;

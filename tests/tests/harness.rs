@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dice_proto::api::RollDieRequest;
 use dice_proto::api::dice_service_server::DiceServiceServer;
+use dice_proto::testing::{self as reference, Dice, TLS_VERSIONS};
 use dice_tests::client::{handshake, is_clean_refusal, roll_once};
 use dice_tests::fleet::closed_port;
-use dice_tests::reference::{self, Dice};
 use dice_tests::{
     Client, HandshakeStage, Identity, KeyFormat, KeyKind, LeafSpec, Pki, fresh_pki,
     poll_until_async,
@@ -25,7 +25,7 @@ const ROLLED: i32 = 4;
 
 /// The mTLS server config the reference server uses, presenting `server`.
 fn server_config(pki: &Pki, server: &Identity) -> Arc<rustls::ServerConfig> {
-    reference::server_config(&server.cert, &server.key, pki.ca_cert())
+    reference::server_config(&server.cert, &server.key, pki.ca_cert(), TLS_VERSIONS)
         .unwrap_or_else(|error| panic!("a server config for {}: {error}", server.cert.display()))
 }
 

@@ -6,7 +6,7 @@
 //! each handshake in its own task (tokio-rustls, ring, TLS 1.2 and 1.3, ALPN
 //! h2, client certificates verified against a CA, as the agent does), and
 //! finished streams handed to tonic's `serve_with_incoming`. Those pieces
-//! live in `dice_tests::reference`, which the harness's own checks share.
+//! live in `dice_proto::testing`, which the harness's own checks share.
 //!
 //! ```text
 //! dice-reference --h2c ADDR --tls ADDR --cert PEM --key PEM --client-ca PEM [--ready-file PATH]
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dice_proto::api::dice_service_server::DiceServiceServer;
-use dice_tests::reference::{Dice, accept_tls, server_config};
+use dice_proto::testing::{Dice, TLS_VERSIONS, accept_tls, server_config};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -79,7 +79,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match server_config(&args.cert, &args.key, &args.client_ca) {
+    let config = match server_config(&args.cert, &args.key, &args.client_ca, TLS_VERSIONS) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("dice-reference: {error}");

@@ -1,8 +1,9 @@
-//! The reference server's pieces, shared by `dice-reference` (the benchmark
-//! suite's ceiling) and the harness's own checks: a DiceService, an mTLS
-//! server config, and an accept loop whose finished TLS streams tonic serves.
-//! Built from what the agent uses (rustls with the ring provider, client
-//! certificates verified against a CA, ALPN h2) and nothing else.
+//! Test doubles both binaries' tests share (feature `testing`): a bare
+//! DiceService, an mTLS server config, and an accept loop whose finished TLS
+//! streams tonic serves. Built from what the agent uses (rustls with the ring
+//! provider, client certificates verified against a CA, ALPN h2) and nothing
+//! else, so `dice-reference` can be the benchmarks' ceiling and dicectl's
+//! unit tests can roll against a real mTLS node.
 
 use std::io;
 use std::path::Path;
@@ -10,8 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use dice_proto::api::dice_service_server::DiceService;
-use dice_proto::api::{RollDieRequest, RollDieResponse};
 use rand::Rng;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -23,6 +22,9 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
+use crate::api::dice_service_server::DiceService;
+use crate::api::{RollDieRequest, RollDieResponse};
+
 /// A DiceService with no layers around it.
 #[derive(Debug, Clone, Copy)]
 pub enum Dice {
@@ -30,6 +32,8 @@ pub enum Dice {
     Fair,
     /// Always this value, for tests that check what came back.
     Always(i32),
+    /// Always this error, for tests of how a client reports one.
+    Fails(tonic::Code, &'static str),
 }
 
 #[tonic::async_trait]
@@ -41,30 +45,37 @@ impl DiceService for Dice {
         let value = match *self {
             Dice::Fair => rand::rng().random_range(1..=6),
             Dice::Always(value) => value,
+            Dice::Fails(code, message) => return Err(Status::new(code, message)),
         };
         Ok(Response::new(RollDieResponse { value }))
     }
 }
 
-/// An mTLS server config: TLS 1.3 and 1.2, ALPN h2, the chain in `cert` and
-/// its `key`, and client certificates verified against the CAs in `client_ca`.
+/// TLS 1.3 and 1.2, the versions [`server_config`] speaks by default.
+pub const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// An mTLS server config: the given TLS `versions`, ALPN h2, the chain in
+/// `cert` and its `key`, and client certificates verified against the CAs in
+/// `client_ca`.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = dice_proto::pem::load_certs(cert).map_err(|e| e.to_string())?;
-    let key = dice_proto::pem::load_key(key).map_err(|e| e.to_string())?;
+    let chain = crate::pem::load_certs(cert).map_err(|e| e.to_string())?;
+    let key = crate::pem::load_key(key).map_err(|e| e.to_string())?;
     let mut roots = RootCertStore::empty();
-    for ca in dice_proto::pem::load_certs(client_ca).map_err(|e| e.to_string())? {
+    for ca in crate::pem::load_certs(client_ca).map_err(|e| e.to_string())? {
         roots.add(ca).map_err(|e| e.to_string())?;
     }
-    let provider = dice_proto::crypto::provider();
+    let provider = crate::crypto::provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| e.to_string())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
@@ -125,14 +136,14 @@ impl AsyncWrite for ServedTls {
 
 /// Accepts TCP connections on `listener` (with `TCP_NODELAY`), runs each TLS
 /// handshake in its own task and hands each finished stream to `ready`; a
-/// refused handshake just drops the connection. Runs until its task is
-/// aborted or the runtime shuts down.
+/// refused handshake just drops the connection. Runs until `ready`'s
+/// receiver is gone, its task is aborted or the runtime shuts down.
 pub async fn accept_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<io::Result<ServedTls>>,
 ) {
-    loop {
+    while !ready.is_closed() {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
