@@ -258,6 +258,16 @@ fn serve_as(pki: &Pki, name: &str, identity: &Identity) -> Agent {
 
 /// Asserts the run took about one timeout: at least one (a silent node waits
 /// for its whole deadline), and well under two (bad nodes wait side by side).
+/// Two agents with the standard config, their PKI in a fresh temp dir.
+fn two_standard_agents() -> (TempDir, Pki, Vec<Agent>) {
+    let dir = tempdir();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let agents = (0..2)
+        .map(|_| Agent::spawn(&AgentConfig::standard(&pki)))
+        .collect();
+    (dir, pki, agents)
+}
+
 fn assert_about_one_timeout(elapsed: Duration, output: &RunOutput) {
     assert!(
         elapsed >= TIMEOUT && elapsed < TIMEOUT * 2,
@@ -470,11 +480,7 @@ fn bad_nodes_time_out_together_each_with_its_own_deadline() {
 
 #[test]
 fn exit_0_when_every_node_is_ok() {
-    let dir = tempdir();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let agents: Vec<Agent> = (0..2)
-        .map(|_| Agent::spawn(&AgentConfig::standard(&pki)))
-        .collect();
+    let (dir, pki, agents) = two_standard_agents();
     FleetFile::new(&pki)
         .node("a", agents[0].mtls_addr())
         .node("b", agents[1].mtls_addr())
@@ -666,11 +672,7 @@ fn the_fleet_file_is_found_via_flag_env_or_working_directory() {
 /// The quickstart's forms: `--node HOST:PORT` with `--ca/--cert/--key`, no fleet file.
 #[test]
 fn ad_hoc_nodes_need_no_fleet_file() {
-    let dir = tempdir();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let agents: Vec<Agent> = (0..2)
-        .map(|_| Agent::spawn(&AgentConfig::standard(&pki)))
-        .collect();
+    let (_dir, pki, agents) = two_standard_agents();
     let empty = tempdir();
     let tls = |args: &mut Vec<String>| {
         for (flag, path) in [
