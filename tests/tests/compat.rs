@@ -14,6 +14,7 @@ use dice_tests::certs_cli::{
     self, CaDir, IssueSpec, KEY_TYPES, Leaf, certs, ctl_roll, inspect_pair, os,
 };
 use dice_tests::client::handshake;
+use dice_tests::foreign_pki::ForeignKey::{EcP256Sec1, Rsa2048Pkcs1};
 use dice_tests::foreign_pki::{
     CFSSL_BACKDATE, ForeignKey, ForeignPki, Usage, openssl_verify, s_client,
 };
@@ -33,6 +34,19 @@ fn assert_key_form(leaf: &Leaf, key: ForeignKey) {
         leaf.key.display(),
         text.lines().next().unwrap_or_default()
     );
+}
+
+/// Checks that the CA key of `pki` has the form `keys[0]`, then issues a
+/// server leaf with a `keys[1]` key and a client leaf with a `keys[2]` key and
+/// checks their key files too.
+fn checked_leaves(pki: &ForeignPki, [ca, server, client]: [ForeignKey; 3]) -> (Leaf, Leaf) {
+    let text = fs::read_to_string(pki.dir().join("ca-key.pem")).expect("read the CA key");
+    assert!(text.starts_with(ca.pem_label()), "the CA key is not {ca:?}");
+    let server_leaf = pki.leaf("server", Usage::Server, server);
+    let client_leaf = pki.leaf("client", Usage::Client, client);
+    assert_key_form(&server_leaf, server);
+    assert_key_form(&client_leaf, client);
+    (server_leaf, client_leaf)
 }
 
 /// Serves `server`, rolls as `client`, inspects both with their keys, then
@@ -86,15 +100,8 @@ async fn foreign_pki_works_everywhere(
 async fn openssl_made_pki_works_in_the_agent_and_dicectl() {
     let dir = tempdir();
     let pki = ForeignPki::openssl(&dir.path().join("openssl"));
-    assert!(
-        fs::read_to_string(pki.dir().join("ca-key.pem"))
-            .expect("read")
-            .starts_with(ForeignKey::Rsa2048Pkcs1.pem_label())
-    );
-    let server = pki.leaf("server", Usage::Server, ForeignKey::EcP256Sec1);
-    let client = pki.leaf("client", Usage::Client, ForeignKey::Rsa2048Pkcs1);
-    assert_key_form(&server, ForeignKey::EcP256Sec1);
-    assert_key_form(&client, ForeignKey::Rsa2048Pkcs1);
+    // An RSA CA, an EC server key, an RSA client key.
+    let (server, client) = checked_leaves(&pki, [Rsa2048Pkcs1, EcP256Sec1, Rsa2048Pkcs1]);
     foreign_pki_works_everywhere(&pki, &server, &client, ["ECDSA P-256", "RSA 2048"]).await;
 }
 
@@ -102,15 +109,8 @@ async fn openssl_made_pki_works_in_the_agent_and_dicectl() {
 async fn cfssl_format_pki_works_in_the_agent_and_dicectl() {
     let dir = tempdir();
     let pki = ForeignPki::cfssl(&dir.path().join("cfssl"));
-    assert!(
-        fs::read_to_string(pki.dir().join("ca-key.pem"))
-            .expect("read")
-            .starts_with(ForeignKey::EcP256Sec1.pem_label())
-    );
-    let server = pki.leaf("server", Usage::Server, ForeignKey::Rsa2048Pkcs1);
-    let client = pki.leaf("client", Usage::Client, ForeignKey::EcP256Sec1);
-    assert_key_form(&server, ForeignKey::Rsa2048Pkcs1);
-    assert_key_form(&client, ForeignKey::EcP256Sec1);
+    // cfssl's default: an EC CA; here an RSA server key and an EC client key.
+    let (server, client) = checked_leaves(&pki, [EcP256Sec1, Rsa2048Pkcs1, EcP256Sec1]);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let backdate = CFSSL_BACKDATE.whole_seconds();
     for leaf in [&server, &client] {
