@@ -107,18 +107,43 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
     }
 }
 
-/// Checks that each certificate in `chain` (leaf first) was issued and signed
-/// by the next one, so a server never sends a chain clients cannot follow.
-pub fn check_chain_links(chain: &[CertificateDer<'_>]) -> Result<(), String> {
-    let parsed = chain
+/// A certificate of a chain that is not valid X.509.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntryError {
+    /// Position of the bad certificate in the chain, counting from 1.
+    pub number: usize,
+    /// What the X.509 parser found wrong.
+    pub reason: String,
+}
+
+/// Parses every certificate of `chain`, in order, stopping at the first one
+/// that is not valid X.509.
+pub fn parse_chain<'a>(
+    chain: &'a [CertificateDer<'_>],
+) -> Result<Vec<X509Certificate<'a>>, ChainEntryError> {
+    chain
         .iter()
         .enumerate()
         .map(|(i, der)| {
             X509Certificate::from_der(der.as_ref())
                 .map(|(_, cert)| cert)
-                .map_err(|e| format!("certificate {} of the chain is not valid X.509: {e}", i + 1))
+                .map_err(|e| ChainEntryError {
+                    number: i + 1,
+                    reason: e.to_string(),
+                })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Checks that each certificate in `chain` (leaf first) was issued and signed
+/// by the next one, so a server never sends a chain clients cannot follow.
+pub fn check_chain_links(chain: &[CertificateDer<'_>]) -> Result<(), String> {
+    let parsed = parse_chain(chain).map_err(|e| {
+        format!(
+            "certificate {} of the chain is not valid X.509: {}",
+            e.number, e.reason
+        )
+    })?;
     for (i, pair) in parsed.windows(2).enumerate() {
         let (child, parent) = (&pair[0], &pair[1]);
         if child.issuer() != parent.subject() {

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dice_proto::cert::{CertSummary, check_chain_links, rfc3339};
+use dice_proto::cert::{CertSummary, check_chain_links, parse_chain, rfc3339};
 use dice_proto::pem::{PemError, load_certs, load_key};
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -191,18 +191,10 @@ fn check_file(
     ca: Option<(&Path, &[CertificateDer<'static>])>,
     now: i64,
 ) -> Result<FileReport, CertsError> {
-    let parsed = certs
-        .iter()
-        .enumerate()
-        .map(|(i, der)| {
-            X509Certificate::from_der(der.as_ref())
-                .map(|(_, cert)| cert)
-                .map_err(|e| CertsError::File {
-                    path: path.to_owned(),
-                    message: format!("certificate {} is not valid X.509: {e}", i + 1),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = parse_chain(certs).map_err(|e| CertsError::File {
+        path: path.to_owned(),
+        message: format!("certificate {} is not valid X.509: {}", e.number, e.reason),
+    })?;
     let mut problems = Vec::new();
     let mut details = Vec::with_capacity(certs.len());
     for (i, (der, cert)) in certs.iter().zip(&parsed).enumerate() {
