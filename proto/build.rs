@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["api.proto", "info.proto"];
+    let protos = ["api.proto", "info.proto", "admin.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -8,8 +8,8 @@
 //!   verifies; [`inspect_output`] shows it as text or JSON.
 //! - [`renew`](mod@renew): the same certificate with a new key, serial and validity, replaced
 //!   atomically so a watching agent rotates cleanly.
-//! - [`ca`]: a CA directory (`ca.pem`, `ca-key.pem`, `chain.pem`); [`keys`]: key types and
-//!   key forms (PKCS#1, SEC1, PKCS#8); [`san`]: SANs; [`build`]: what every certificate
+//! - [`ca`]: a CA directory (`ca.pem`, `ca-key.pem`, `chain.pem`); [`keys`] (from
+//!   `dice_proto`, which the agent shares): key types and key forms (PKCS#1, SEC1, PKCS#8); [`san`]: SANs; [`build`]: what every certificate
 //!   has in common; [`write`](mod@write): atomic writes, keys with mode 0600.
 //!
 //! Private keys are generated in memory, written with mode 0600 and never printed.
@@ -24,7 +24,6 @@ pub mod inspect;
 pub mod inspect_output;
 pub mod intermediate;
 pub mod issue;
-pub mod keys;
 pub mod renew;
 pub mod san;
 pub mod write;
@@ -36,12 +35,12 @@ use dice_proto::cert::CertSummary;
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+pub use dice_proto::keys::{self, KeyType};
 pub use init::{
     CA_CERT, CA_COMMON_NAME, CA_KEY, CLIENT_CERT, CLIENT_COMMON_NAME, CLIENT_KEY,
     DEFAULT_SERVER_SANS, FILES, InitOptions, InitReport, SERVER_CERT, SERVER_COMMON_NAME,
     SERVER_KEY, default_server_sans, init,
 };
-pub use keys::KeyType;
 pub use san::{San, SanParseError};
 
 use self::args::CertsCommand;

@@ -307,6 +307,7 @@ mod tests {
                 version: "1.2.3".into(),
                 certificates: Default::default(),
                 last_reload: reload,
+                ..Default::default()
             })),
         }
     }

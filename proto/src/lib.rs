@@ -1,11 +1,13 @@
 //! The dice fleet wire API and the pieces both binaries must agree on.
 //!
 //! - [`api`]: the `DiceService` contract of the system this replaces (`package api`).
-//! - [`info`]: the agent's info API (`dice.agent.v1.AgentInfoService`).
-//! - [`FILE_DESCRIPTOR_SET`]: both protos, for gRPC server reflection.
+//! - [`info`]: the agent's own API, package `dice.agent.v1`: `AgentInfoService`
+//!   and `AdminService` (certificate and trust rotation).
+//! - [`FILE_DESCRIPTOR_SET`]: every proto, for gRPC server reflection.
 //! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
+//! - `keys` (feature `keys`): key types, key generation, PKCS#1/SEC1/PKCS#8 keys for rcgen.
 //! - [`file_error`]: errors in TOML files that name the file, line and key.
 //! - [`clidocs`]: shell completions and man pages from the clap definitions.
 //! - `testing` (feature `testing`): a bare DiceService and mTLS server for tests.
@@ -14,6 +16,8 @@ pub mod cert;
 pub mod clidocs;
 pub mod crypto;
 pub mod file_error;
+#[cfg(feature = "keys")]
+pub mod keys;
 pub mod pem;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,7 +28,8 @@ pub mod api {
     tonic::include_proto!("api");
 }
 
-/// The agent info API, generated from `proto/info.proto`.
+/// The agent's own API, package `dice.agent.v1`: the info API
+/// (`proto/info.proto`) and the admin API (`proto/admin.proto`).
 #[allow(missing_docs, clippy::unwrap_used)]
 pub mod info {
     tonic::include_proto!("dice.agent.v1");

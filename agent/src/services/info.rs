@@ -42,6 +42,7 @@ pub fn certificate_info(leaf: &CertSummary, now: i64) -> CertificateInfo {
         not_after: rfc3339(leaf.not_after),
         sans: leaf.sans.clone(),
         days_left: leaf.days_left(now),
+        ..Default::default()
     }
 }
 
@@ -73,6 +74,7 @@ impl AgentInfoService for Info {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             certificates,
             last_reload: Some(last_reload),
+            ..Default::default()
         }))
     }
 }

@@ -1,4 +1,5 @@
-//! Private keys: the key types dicectl makes, loading keys in the forms
+//! Private keys: the key types dice fleet makes (dicectl for its CA
+//! directories, the agent for certificate rotation), loading keys in the forms
 //! openssl, cfssl and rcgen write, and telling which key a certificate holds.
 //!
 //! rcgen with the ring backend signs with PKCS#8 keys only and cannot make
@@ -42,7 +43,7 @@ pub enum KeyType {
     Rsa4096,
 }
 
-/// A key algorithm dicectl can make keys for and sign with.
+/// A key algorithm dice fleet can make keys for and sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlgorithm {
     /// ECDSA on P-256.
@@ -53,6 +54,36 @@ pub enum KeyAlgorithm {
     Ed25519,
     /// RSA with a modulus of this many bits.
     Rsa(usize),
+}
+
+impl KeyType {
+    /// The name `--key-type` and the admin API give it, e.g. `ecdsa-p256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+            Self::Ed25519 => "ed25519",
+            Self::Rsa2048 => "rsa2048",
+            Self::Rsa4096 => "rsa4096",
+        }
+    }
+
+    /// The key type named `name` (as [`KeyType::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|key_type| key_type.name() == name)
+    }
+
+    /// Every name, for error messages: `ecdsa-p256, ecdsa-p384, ...`.
+    pub fn names() -> String {
+        <Self as clap::ValueEnum>::value_variants()
+            .iter()
+            .map(|key_type| key_type.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl From<KeyType> for KeyAlgorithm {
@@ -116,6 +147,19 @@ impl KeyAlgorithm {
             };
         }
         Err(format!("unknown algorithm {oid}"))
+    }
+
+    /// The [`KeyType`] that makes keys of this algorithm, if there is one
+    /// (RSA sizes other than 2048 and 4096 have none).
+    pub fn key_type(self) -> Option<KeyType> {
+        match self {
+            Self::EcdsaP256 => Some(KeyType::EcdsaP256),
+            Self::EcdsaP384 => Some(KeyType::EcdsaP384),
+            Self::Ed25519 => Some(KeyType::Ed25519),
+            Self::Rsa(2048) => Some(KeyType::Rsa2048),
+            Self::Rsa(4096) => Some(KeyType::Rsa4096),
+            Self::Rsa(_) => None,
+        }
     }
 
     /// Whether this is RSA (whose leaves also get the keyEncipherment usage).
@@ -281,6 +325,17 @@ mod tests {
         let unnamed = PrivateKeyDer::Sec1(hex("300602010104010a").into());
         let error = to_pkcs8(&unnamed).expect_err("no curve");
         assert!(error.contains("without a named curve"), "{error}");
+    }
+
+    #[test]
+    fn key_type_names_match_the_flag_values() {
+        for key_type in <KeyType as clap::ValueEnum>::value_variants() {
+            let flag = clap::ValueEnum::to_possible_value(key_type).expect("value");
+            assert_eq!(flag.get_name(), key_type.name());
+            assert_eq!(KeyType::from_name(key_type.name()), Some(*key_type));
+            assert_eq!(KeyAlgorithm::from(*key_type).key_type(), Some(*key_type));
+        }
+        assert_eq!(KeyType::from_name("rsa1024"), None);
     }
 
     #[test]
