@@ -196,6 +196,21 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// SHA-256 of `der`, lowercase hex: how the admin and info APIs name a
+/// certificate (the fingerprint `openssl x509 -fingerprint -sha256` shows,
+/// without colons).
+pub fn sha256_hex(der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +225,13 @@ mod tests {
         ] {
             assert_eq!(rfc3339(secs), text);
         }
+    }
+
+    #[test]
+    fn sha256_is_lowercase_hex() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }
