@@ -148,6 +148,9 @@ pub struct AgentConfig {
     pub strict_permissions: bool,
     /// More `[limits]` keys, each with its value as raw TOML (`("max_connections", "5")`).
     pub limits: Vec<(String, String)>,
+    /// `[admin] allow`: the client identities allowed to call the admin API;
+    /// `None` leaves the table out (admin RPCs off).
+    pub admin: Option<Vec<String>>,
     /// Raw TOML appended after everything else.
     pub extra: String,
     /// Extra command-line arguments for the agent.
@@ -169,6 +172,7 @@ impl AgentConfig {
             crl: Vec::new(),
             strict_permissions: false,
             limits: Vec::new(),
+            admin: None,
             extra: String::new(),
             args: Vec::new(),
         }
@@ -252,6 +256,12 @@ impl AgentConfig {
     /// Sets `[limits] KEY = VALUE`, `value` as raw TOML: `limit("idle_timeout", "\"1s\"")`.
     pub fn limit(mut self, key: &str, value: &str) -> Self {
         self.limits.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds `[admin] allow = PATTERNS`: these client identities may call the admin API.
+    pub fn admin<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.admin = Some(patterns.into_iter().map(Into::into).collect());
         self
     }
 
@@ -352,6 +362,11 @@ impl AgentConfig {
             line(w, "\n[shutdown]");
             line(w, &format!("grace_period = {}", quote(grace)));
         }
+        if let Some(allow) = &self.admin {
+            let allow: Vec<String> = allow.iter().map(|p| quote(p)).collect();
+            line(w, "\n[admin]");
+            line(w, &format!("allow = [{}]", allow.join(", ")));
+        }
         if !self.extra.is_empty() {
             line(w, "");
             out.push_str(&self.extra);
@@ -395,6 +410,7 @@ mod tests {
             .crl(Path::new("/tmp/a.crl"))
             .strict_permissions()
             .grace_period("3s")
+            .admin(["ops"])
             .extra("# trailing");
         let text = config.to_toml();
         let value: toml::Table = toml::from_str(&text).expect("valid TOML");
@@ -414,5 +430,6 @@ mod tests {
         assert_eq!(value["tls"]["strict_permissions"].as_bool(), Some(true));
         assert_eq!(listeners[0]["allow"][0].as_str(), Some("web-*"));
         assert_eq!(value["shutdown"]["grace_period"].as_str(), Some("3s"));
+        assert_eq!(value["admin"]["allow"][0].as_str(), Some("ops"));
     }
 }

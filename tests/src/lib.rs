@@ -16,6 +16,8 @@
 //!   abuses it; [`h2raw`] builds HTTP/2 frames by hand; [`secrets`] looks for
 //!   private key material in logs and `Debug` output.
 //! - [`metrics`] scrapes the agent's `/metrics` and parses the OpenMetrics text strictly.
+//! - [`admin`] runs a fleet of agents with the admin API on, their certificates
+//!   from a CA directory, for `dicectl certs rotate` and `rotate-ca`.
 //! - [`certs_cli`] runs `dicectl certs` (CA directories, leaves, renewals) and keeps a
 //!   client rolling while a test rotates certificates; [`foreign_pki`] makes PKIs the way
 //!   openssl and cfssl do, and runs `openssl verify` and `openssl s_client`.
@@ -37,6 +39,7 @@
 //! `cargo build --workspace --bins`.
 
 pub mod abuse;
+pub mod admin;
 pub mod agent;
 pub mod bins;
 pub mod ca;

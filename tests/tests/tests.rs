@@ -21,5 +21,6 @@ mod operate;
 mod python;
 mod reload;
 mod revocation;
+mod rotate;
 mod shutdown;
 mod tls_material;
