@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs one benchmark of tests/benches/ (NAME: fleet or reload) against the
+# Runs one benchmark of tests/benches/ (NAME: fleet, reload or rotate) against the
 # release binaries: builds them, then points DICE_AGENT_BIN and DICECTL_BIN at
-# them. scripts/bench-fleet.sh and scripts/bench-reload.sh say what each
+# them. scripts/bench-fleet.sh, bench-reload.sh and bench-rotate.sh say what each
 # measures.
 set -euo pipefail
 [ "$#" -eq 1 ] || {
-    echo "usage: bench-release.sh NAME (a bench of dice-tests: fleet, reload)" >&2
+    echo "usage: bench-release.sh NAME (a bench of dice-tests: fleet, reload, rotate)" >&2
     exit 2
 }
 cd "$(dirname "$0")/.."
