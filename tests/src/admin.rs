@@ -84,7 +84,7 @@ impl AdminNode {
     }
 
     /// The agent's config: its files, one mTLS listener on [`AdminNode::port`],
-    /// admin RPCs for [`OPERATOR`].
+    /// admin RPCs for [`OPERATOR`], metrics on an ephemeral loopback port.
     pub fn config(&self) -> AgentConfig {
         AgentConfig::new(&self.name)
             .tls(TlsFiles {
@@ -95,6 +95,7 @@ impl AdminNode {
             .listener(ListenerConfig::mtls("mtls").address(&self.addr().to_string()))
             .admin([OPERATOR])
             .log_level("info")
+            .extra("[metrics]\naddress = \"127.0.0.1:0\"\n")
     }
 }
 

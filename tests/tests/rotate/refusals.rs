@@ -14,6 +14,7 @@ use dice_proto::info::{
 };
 use dice_tests::admin::{AdminFleet, AdminNode, OPERATOR, admin_client, sign_csr};
 use dice_tests::certs_cli::{CaDir, IssueSpec};
+use dice_tests::metrics::scrape;
 use dice_tests::{Agent, AgentConfig, Client, ListenerConfig, TlsFiles};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -139,6 +140,19 @@ async fn install_refuses_a_certificate_that_does_not_fit_and_changes_nothing() {
         logs.contains("dice_agent::admin"),
         "admin RPCs are logged under dice_agent::admin:\n{logs}"
     );
+    let metrics = node.agent().metrics_addr().expect("a metrics address");
+    let exposition = scrape(metrics).await.expect("scrape /metrics");
+    let count = |action: &str, outcome: &str| {
+        exposition
+            .value(
+                "dice_admin_requests_total",
+                &[("action", action), ("outcome", outcome)],
+            )
+            .unwrap_or_else(|| panic!("no admin series {action}/{outcome}: {exposition:#?}"))
+    };
+    assert_eq!(count("prepare", "ok"), 2.0);
+    assert_eq!(count("install", "refused"), 5.0);
+    assert_eq!(count("install", "ok"), 0.0);
 
     // The good one is served, and Rollback puts the old pair back.
     let good = sign_csr(csr, &fleet.ca, |_| {});
