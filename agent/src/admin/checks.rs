@@ -109,9 +109,8 @@ fn verifies_under_client_ca(
     let Ok(end_entity) = webpki::EndEntityCert::try_from(&chain[0]) else {
         return false;
     };
-    let time = UnixTime::since_unix_epoch(Duration::from_secs(
-        u64::try_from(now).unwrap_or_default(),
-    ));
+    let time =
+        UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or_default()));
     end_entity
         .verify_for_usage(
             dice_proto::crypto::provider()
@@ -127,13 +126,17 @@ fn verifies_under_client_ca(
         .is_ok()
 }
 
-/// Whether `leaf` has the issuer name and authority key identifier of the certificate `served`.
+/// Whether `leaf` has the issuer name and authority key identifier of the
+/// certificate `served` (both must carry one: a name alone is easy to copy).
 fn same_issuer(leaf: &X509Certificate<'_>, served: &CertificateDer<'_>) -> bool {
     let Ok((_, served)) = X509Certificate::from_der(served.as_ref()) else {
         return false;
     };
-    leaf.issuer().as_raw() == served.issuer().as_raw()
-        && authority_key_id(leaf) == authority_key_id(&served)
+    let same_key = match (authority_key_id(leaf), authority_key_id(&served)) {
+        (Some(new), Some(old)) => new == old,
+        _ => false,
+    };
+    same_key && leaf.issuer().as_raw() == served.issuer().as_raw()
 }
 
 /// The key identifier of a certificate's authority key identifier extension.

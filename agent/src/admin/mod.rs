@@ -26,17 +26,17 @@ mod install;
 mod report;
 mod rollback;
 mod staged;
-mod trust;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 use std::sync::Arc;
 
 use dice_proto::info::admin_service_server::AdminService;
 use dice_proto::info::{
     InstallCertificateRequest, InstallCertificateResponse, PrepareCertificateRequest,
-    PrepareCertificateResponse, RollbackRequest, RollbackResponse, RollbackTarget,
-    SetTrustRequest, SetTrustResponse,
+    PrepareCertificateResponse, RollbackRequest, RollbackResponse, RollbackTarget, SetTrustRequest,
+    SetTrustResponse,
 };
 use dice_proto::keys::KeyType;
 use rustls::pki_types::CertificateDer;
@@ -91,7 +91,8 @@ impl Admin {
         audit: &mut Audit,
     ) -> Result<Call, Status> {
         let conn = request.extensions().get::<Arc<ConnInfo>>();
-        let verified = conn.and_then(|conn| Some((conn, conn.client.as_ref()?, conn.client_chain.clone()?)));
+        let verified =
+            conn.and_then(|conn| Some((conn, conn.client.as_ref()?, conn.client_chain.clone()?)));
         let Some((conn, client, chain)) = verified else {
             return Err(Status::permission_denied(
                 "admin RPCs are served on mTLS listeners only",
@@ -125,7 +126,12 @@ impl Admin {
             .find(|(listener, _)| *listener == name)
             .map(|(_, profile)| profile.clone());
         let Some(profile) = profile else {
-            let names: Vec<&str> = self.state.profiles.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<&str> = self
+                .state
+                .profiles
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
             return Err(Status::invalid_argument(format!(
                 "no mtls listener named \"{name}\" on this node: its mtls listeners are {}",
                 names.join(", ")

@@ -61,8 +61,9 @@ pub fn rollback(
             change.old = report::fingerprints(&served);
             let (path, bundle) = backup(&files.client_ca.path)?;
             let what = path.display().to_string();
-            let material = TlsMaterial::from_bytes(files, current.with_client_ca(bundle.clone()), now)
-                .map_err(|e| refused(what, e))?;
+            let material =
+                TlsMaterial::from_bytes(files, current.with_client_ca(bundle.clone()), now)
+                    .map_err(|e| refused(what, e))?;
             let mode = files::mode(&files.client_ca.path).unwrap_or(CERT_MODE);
             files::all_or_nothing(|tx| {
                 tx.write(&files.client_ca.path, &bundle, mode)?;

@@ -98,10 +98,12 @@ fn check_lockout(roots: RootCertStore, caller: &[CertificateDer<'static>]) -> Re
             "admin RPCs are served on mTLS listeners only",
         ));
     };
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), dice_proto::crypto::provider())
-            .build()
-            .map_err(|e| Status::invalid_argument(format!("bundle_pem: not a usable bundle: {e}")))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        dice_proto::crypto::provider(),
+    )
+    .build()
+    .map_err(|e| Status::invalid_argument(format!("bundle_pem: not a usable bundle: {e}")))?;
     if verifier
         .verify_client_cert(leaf, intermediates, UnixTime::now())
         .is_ok()

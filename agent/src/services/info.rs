@@ -71,10 +71,7 @@ impl AgentInfoService for Info {
             .profiles
             .iter()
             .map(|(listener, profile)| {
-                (
-                    listener.clone(),
-                    certificate_info(&profile.material(), now),
-                )
+                (listener.clone(), certificate_info(&profile.material(), now))
             })
             .collect();
         let tls = state

@@ -46,7 +46,9 @@ impl TlsProfile {
     /// Locks the profile's files: no one else reads or replaces them until
     /// the guard is dropped. Hold it for file work only, never across an await.
     pub fn lock_files(&self) -> MutexGuard<'_, ()> {
-        self.files_lock.lock().unwrap_or_else(PoisonError::into_inner)
+        self.files_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Serves `material` from the next handshake on.
