@@ -64,5 +64,12 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             let _ = writeln!(out, "  warning: {warning}");
         }
     }
+    if let Some(admin) = &config.admin {
+        let _ = writeln!(
+            out,
+            "admin allow {} (the admin API, on mtls listeners)",
+            admin.allow.patterns().join(", ")
+        );
+    }
     Ok(out)
 }

@@ -91,6 +91,10 @@ impl Admin {
         audit: &mut Audit,
     ) -> Result<Call, Status> {
         let conn = request.extensions().get::<Arc<ConnInfo>>();
+        if let Some(conn) = conn {
+            audit.caller = format!("peer {}", conn.peer_text);
+            audit.listener = conn.listener.to_string();
+        }
         let verified =
             conn.and_then(|conn| Some((conn, conn.client.as_ref()?, conn.client_chain.clone()?)));
         let Some((conn, client, chain)) = verified else {
