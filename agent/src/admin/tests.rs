@@ -605,3 +605,108 @@ async fn admin_rpcs_need_mtls_an_admin_table_and_an_allowed_caller() {
         profile.material().leaf.serial
     );
 }
+
+// === symlinked files ===
+
+#[test]
+fn install_and_rollback_write_through_symlinks() {
+    use std::os::unix::fs::symlink;
+    let node = Node::new();
+    // A Kubernetes-style layout: the configured paths are links into `..data/`.
+    let dir = node.files().cert.path.parent().expect("folder").to_owned();
+    let data = dir.join("..data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let links = TlsFiles {
+        cert: file_ref(dir.join("tls.crt"), "tls.cert"),
+        key: file_ref(dir.join("tls.key"), "tls.key"),
+        ..node.files().clone()
+    };
+    for (link, file) in [
+        (&links.cert.path, &node.files().cert.path),
+        (&links.key.path, &node.files().key.path),
+    ] {
+        let name = file.file_name().expect("name");
+        std::fs::rename(file, data.join(name)).expect("move");
+        symlink(data.join(name), link).expect("symlink");
+    }
+    let profile = TlsProfile::new(
+        links.clone(),
+        TlsMaterial::load(&links, crate::unix_now()).expect("material"),
+    );
+    let leaf = profile.material().leaf_der.clone();
+    let prepared = staged::prepare(&links, &leaf, None, false).expect("prepare");
+    assert!(data.join("server-key.pem.staged").exists());
+    let chain = node.ca.sign_csr(&prepared.csr_pem, |_| {});
+    install::install(
+        &profile,
+        "public",
+        &chain,
+        crate::unix_now(),
+        &mut Change::default(),
+    )
+    .expect("install");
+    for link in [&links.cert.path, &links.key.path] {
+        let meta = std::fs::symlink_metadata(link).expect("link");
+        assert!(
+            meta.file_type().is_symlink(),
+            "{} is still a link",
+            link.display()
+        );
+    }
+    assert!(data.join("server.pem.previous").exists());
+    assert!(data.join("server-key.pem.previous").exists());
+    assert_eq!(
+        TlsBytes::read(&links).expect("read").fingerprint(),
+        profile.material().fingerprint
+    );
+    rollback::rollback(
+        &profile,
+        RollbackTarget::Certificate,
+        crate::unix_now(),
+        &mut Change::default(),
+    )
+    .expect("rollback");
+    assert_eq!(profile.material().leaf_der, leaf);
+}
+
+// === the info API ===
+
+#[tokio::test]
+async fn info_reports_fingerprints_trust_and_the_staged_key() {
+    use dice_proto::info::GetInfoRequest;
+    use dice_proto::info::agent_info_service_server::AgentInfoService;
+    let node = Node::new();
+    let ca_sha256 = dice_proto::cert::sha256_hex(&node.ca.der);
+    let profile = Arc::new(node.profile);
+    let state = Arc::new(AgentState {
+        node: "node-1".into(),
+        profiles: vec![("public".to_owned(), profile.clone())],
+        last_reload: Default::default(),
+        admin_enabled: true,
+    });
+    let info = crate::services::Info::new(state);
+    let get = || async {
+        info.get_info(tonic::Request::new(GetInfoRequest {}))
+            .await
+            .expect("info")
+            .into_inner()
+    };
+    let reply = get().await;
+    assert!(reply.admin_enabled);
+    let material = profile.material();
+    let cert = &reply.certificates["public"];
+    assert_eq!(cert.sha256, material.leaf_sha256);
+    assert_eq!(cert.issuer, "CN=dice test CA");
+    let tls = &reply.tls["public"];
+    assert!(!tls.key_staged);
+    assert_eq!(tls.trusted.len(), 1);
+    assert_eq!(tls.trusted[0].sha256, ca_sha256);
+    assert!(
+        tls.trusted[0]
+            .pem
+            .starts_with("-----BEGIN CERTIFICATE-----\n")
+    );
+
+    staged::prepare(&profile.files, &material.leaf_der, None, false).expect("prepare");
+    assert!(get().await.tls["public"].key_staged);
+}

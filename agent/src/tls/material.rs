@@ -179,8 +179,6 @@ pub struct TlsMaterial {
     pub leaf_der: CertificateDer<'static>,
     /// SHA-256 of `leaf_der`, lowercase hex.
     pub leaf_sha256: String,
-    /// Subjects of the client CA certificates.
-    pub client_ca_subjects: Vec<String>,
     /// The client CA certificates, in bundle order.
     pub client_cas: Vec<CaCert>,
     /// The server config that serves this material.
@@ -233,7 +231,6 @@ impl TlsMaterial {
         let ca_certs = pem::parse_certs(&files.client_ca.path, &source.client_ca)
             .map_err(|e| fail(&files.client_ca, pem_reason(&e, &files.client_ca), CA_HINT))?;
         let mut roots = RootCertStore::empty();
-        let mut client_ca_subjects = Vec::with_capacity(ca_certs.len());
         let mut client_cas = Vec::with_capacity(ca_certs.len());
         for cert in &ca_certs {
             let summary = CertSummary::parse(cert)
@@ -245,7 +242,6 @@ impl TlsMaterial {
                     CA_HINT,
                 )
             })?;
-            client_ca_subjects.push(summary.subject.clone());
             client_cas.push(CaCert {
                 der: cert.clone(),
                 sha256: sha256_hex(cert),
@@ -306,7 +302,6 @@ impl TlsMaterial {
             leaf,
             leaf_sha256: sha256_hex(&leaf_der),
             leaf_der,
-            client_ca_subjects,
             client_cas,
             server_config,
             fingerprint: source.fingerprint(),
