@@ -59,8 +59,9 @@ const TARGET: &str = "dice_agent::admin";
 pub struct Admin {
     state: Arc<AgentState>,
     config: Option<AdminConfig>,
-    /// Held for the whole of each operation: one at a time.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    /// Held for the whole of each operation, until its blocking work ends
+    /// (even if the RPC was given up on): one at a time.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An authorized call: who made it, and the files it is about.
@@ -79,7 +80,7 @@ impl Admin {
         Self {
             state,
             config,
-            one_at_a_time: tokio::sync::Mutex::new(()),
+            one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -154,8 +155,9 @@ impl Admin {
         audit: &mut Audit,
         operation: impl FnOnce(&mut Change) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let _one = self.one_at_a_time.lock().await;
+        let one = self.one_at_a_time.clone().lock_owned().await;
         let (change, result) = tokio::task::spawn_blocking(move || {
+            let _one = one;
             let mut change = Change::default();
             let result = operation(&mut change);
             (change, result)
