@@ -37,7 +37,8 @@ impl Info {
     }
 }
 
-/// The info API's view of the certificate `material` serves, with the days it has left at `now` (Unix seconds).
+/// The info API's view of the certificate `material` serves, with the days
+/// it has left at `now` (Unix seconds).
 pub fn certificate_info(material: &TlsMaterial, now: i64) -> CertificateInfo {
     let leaf = &material.leaf;
     CertificateInfo {
