@@ -54,8 +54,8 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             leaf.days_left(now)
         );
         let _ = writeln!(out, "  client_ca {}", files.client_ca.path.display());
-        for subject in &material.client_ca_subjects {
-            let _ = writeln!(out, "    subject {subject}");
+        for ca in &material.client_cas {
+            let _ = writeln!(out, "    subject {}", ca.summary.subject);
         }
         for crl in &files.crl {
             let _ = writeln!(out, "  crl {}", crl.path.display());
@@ -63,6 +63,13 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
         for warning in &material.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }
+    }
+    if let Some(admin) = &config.admin {
+        let _ = writeln!(
+            out,
+            "admin allow {} (the admin API, on mtls listeners)",
+            admin.allow.patterns().join(", ")
+        );
     }
     Ok(out)
 }

@@ -11,11 +11,13 @@
 //! - `server`: the gRPC services over all listeners, with graceful shutdown.
 //! - `rpc`: the per-RPC layers (log line, message limit, allow lists,
 //!   request timeout), the gRPC header names, dispatch to the services.
-//! - `services`: `api.DiceService` and the agent info API.
+//! - `services`: `api.DiceService` and the agent info API; `admin`: the
+//!   admin API (certificate and trust rotation), off without `[admin]`.
 //! - `log`: the tracing subscriber, its writer and timestamps, the RPC line.
 //! - `process`: stop signals, systemd readiness, the ready file, the
 //!   open-files limit; [`metrics`]: Prometheus metrics and `/metrics`.
 
+mod admin;
 mod check;
 mod cli;
 pub mod config;
@@ -106,6 +108,7 @@ pub async fn run(
             .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
             .collect(),
         last_reload: Mutex::new(Default::default()),
+        admin_enabled: config.admin.is_some(),
     });
     let served: Vec<_> = profiles.values().cloned().collect();
     let reloader = tls::Reloader::new(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dice_proto::api::dice_service_server::DiceServiceServer;
+use dice_proto::info::admin_service_server::AdminServiceServer;
 use dice_proto::info::agent_info_service_server::AgentInfoServiceServer;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,6 +16,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::log::RpcSink;
 use crate::net::http2::{self, Server};
@@ -23,6 +25,10 @@ use crate::process::{StopSignals, ready, systemd};
 use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
 use crate::services::{AgentState, Dice, Info};
 use crate::tls::Reloader;
+
+/// The smallest request size limit of the admin API: certificate chains and
+/// CA bundles are larger than the 4 KiB default of `limits.max_message_bytes`.
+const ADMIN_MIN_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Finished connections waiting for the HTTP/2 server to pick them up.
 const ACCEPTED_QUEUE: usize = 256;
@@ -74,6 +80,8 @@ pub async fn serve(
     drop(accepted);
     let reload_task = tokio::spawn(reloader.run(stop.clone()));
 
+    let admin = AdminServiceServer::new(Admin::new(state.clone(), config.admin.clone()))
+        .max_decoding_message_size(limits.max_message_bytes.max(ADMIN_MIN_MESSAGE_BYTES));
     let mut others = tonic::service::Routes::builder();
     others
         .add_service(health_service)
@@ -81,6 +89,7 @@ pub async fn serve(
             AgentInfoServiceServer::new(Info::new(state))
                 .max_decoding_message_size(limits.max_message_bytes),
         )
+        .add_service(admin)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let others = others.routes();

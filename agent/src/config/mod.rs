@@ -64,6 +64,15 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// `metrics.address`: where `/metrics` is served; `None` without a `[metrics]` table.
     pub metrics: Option<SocketAddr>,
+    /// `[admin]`: who may call the admin API; `None` (no table) turns it off.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the admin API (`dice.agent.v1.AdminService`), served on mTLS listeners only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `allow`: the client identities that may call it (never empty).
+    pub allow: AllowList,
 }
 
 /// `[reload]`: how certificate files are watched.
@@ -337,7 +346,12 @@ impl Validator<'_, '_> {
             DEFAULT_SETTLE_PERIOD,
         );
         let metrics = raw.metrics.as_ref().map(|m| self.metrics(m));
+        let admin = raw
+            .admin
+            .as_ref()
+            .map(|admin| self.admin(admin, &listeners));
         Some(Config {
+            admin: admin.map_or(Some(None), |a| a.map(Some))?,
             metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
             reload: ReloadConfig {
                 poll_interval: poll_interval?,
@@ -592,6 +606,57 @@ impl Validator<'_, '_> {
                 );
             }
         }
+    }
+
+    fn admin(
+        &mut self,
+        raw: &Spanned<raw::RawAdmin>,
+        listeners: &[ListenerConfig],
+    ) -> Option<AdminConfig> {
+        const HINT: &str = "list the identities (DNS or URI SANs, or common names) of the admin clients, e.g. allow = [\"dicectl\"]";
+        let mut ok = true;
+        if !listeners
+            .iter()
+            .any(|listener| matches!(listener.mode, Mode::Mtls(_)))
+        {
+            self.report.error(
+                Some(raw.span().start),
+                "admin",
+                "admin RPCs are served on mtls listeners only, and this agent has none",
+                Some("add an mtls listener, or remove the [admin] table"),
+            );
+            ok = false;
+        }
+        let allow = match &raw.get_ref().allow {
+            None => {
+                self.report
+                    .error(Some(raw.span().start), "admin.allow", "missing", Some(HINT));
+                None
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.report.error(
+                    Some(list.span().start),
+                    "admin.allow",
+                    "is empty: nobody could call the admin API",
+                    Some(HINT),
+                );
+                None
+            }
+            Some(list) => match list.get_ref().iter().find(|p| p.trim().is_empty()) {
+                Some(bad) => {
+                    self.report.error(
+                        Some(list.span().start),
+                        "admin.allow",
+                        format!("empty pattern \"{bad}\""),
+                        Some(HINT),
+                    );
+                    None
+                }
+                None => Some(AllowList::new(list.get_ref().clone())),
+            },
+        };
+        let allow = allow?;
+        ok.then_some(AdminConfig { allow })
     }
 
     fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<SocketAddr> {

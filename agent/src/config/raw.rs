@@ -22,6 +22,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub reload: RawReload,
     pub metrics: Option<RawMetrics>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub allow: Option<Spanned<Vec<String>>>,
 }
 
 /// `[metrics]`.

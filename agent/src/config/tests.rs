@@ -154,3 +154,48 @@ fn expiry_warning_errors_name_the_key_and_line() {
         "{errors}"
     );
 }
+
+#[test]
+fn admin_table_names_who_may_call_the_admin_api() {
+    let config = parse_str(VALID).expect("valid config");
+    assert_eq!(config.admin, None);
+    let with = format!("{VALID}\n[admin]\nallow = [\"dicectl\", \"ops-*\"]\n");
+    let admin = parse_str(&with)
+        .expect("valid config")
+        .admin
+        .expect("admin");
+    assert_eq!(admin.allow.patterns(), ["dicectl", "ops-*"]);
+}
+
+#[test]
+fn admin_table_errors_name_the_key_and_line() {
+    let cases: &[(&str, &str)] = &[
+        ("[admin]\n", "line 24: admin.allow: missing"),
+        ("[admin]\nallow = []\n", "line 25: admin.allow: is empty"),
+        (
+            "[admin]\nallow = [\"dicectl\", \" \"]\n",
+            "line 25: admin.allow: empty pattern \" \"",
+        ),
+        ("[admin]\nallow = 1\n", "admin.allow"),
+        (
+            "[admin]\nallow = [\"a\"]\nother = 1\n",
+            "unknown field `other`",
+        ),
+    ];
+    for (table, expected) in cases {
+        let source = format!("{VALID}\n{table}");
+        let errors = parse_str(&source).expect_err(table).to_string();
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in {errors:?}"
+        );
+    }
+    let h2c_only = "[node]\nname = \"a\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\nmode = \"h2c\"\n[admin]\nallow = [\"dicectl\"]\n";
+    let errors = parse_str(h2c_only)
+        .expect_err("no mtls listener")
+        .to_string();
+    assert!(
+        errors.contains("admin: admin RPCs are served on mtls listeners only"),
+        "{errors}"
+    );
+}

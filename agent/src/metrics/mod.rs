@@ -1,6 +1,6 @@
 //! Prometheus metrics: RPCs by method and status, RPC latency, open
-//! connections, TLS handshakes by outcome, certificate expiry, reloads and
-//! build info. One process-wide registry; `/metrics` renders it in the
+//! connections, TLS handshakes by outcome, certificate expiry, reloads, admin
+//! API requests and build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
 mod http;
@@ -77,6 +77,20 @@ pub(crate) struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of an admin API counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AdminLabels {
+    /// `prepare`, `install`, `set_trust` or `rollback`.
+    pub action: &'static str,
+    /// `ok`, `denied`, `refused` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Every `action` of the admin API, as `dice_admin_requests_total` names them.
+pub const ADMIN_ACTIONS: [&str; 4] = ["prepare", "install", "set_trust", "rollback"];
+/// Every `outcome` of an admin RPC, as `dice_admin_requests_total` names them.
+pub const ADMIN_OUTCOMES: [&str; 4] = ["ok", "denied", "refused", "failed"];
+
 /// Every metric the agent exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -92,6 +106,8 @@ pub(crate) struct Metrics {
     pub cert_not_after: Family<CertLabels, Gauge>,
     /// `dice_certificate_reloads_total{outcome}`.
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// `dice_admin_requests_total{action,outcome}`.
+    pub admin_requests: Family<AdminLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -146,6 +162,12 @@ impl Metrics {
             "Certificate reloads, by outcome",
             Family::default(),
         );
+        let admin_requests = registered(
+            &mut registry,
+            "admin_requests",
+            "Admin API requests, by action and outcome",
+            Family::default(),
+        );
         registry.register(
             "build",
             "The agent's version and git commit",
@@ -158,6 +180,11 @@ impl Metrics {
         for outcome in ["ok", "rejected"] {
             drop(reloads.get_or_create(&OutcomeLabels { outcome }));
         }
+        for action in ADMIN_ACTIONS {
+            for outcome in ADMIN_OUTCOMES {
+                drop(admin_requests.get_or_create(&AdminLabels { action, outcome }));
+            }
+        }
         Self {
             registry,
             rpcs,
@@ -166,6 +193,7 @@ impl Metrics {
             handshakes,
             cert_not_after,
             reloads,
+            admin_requests,
         }
     }
 

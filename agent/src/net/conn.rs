@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -35,6 +36,10 @@ pub struct ConnInfo {
     pub peer_text: Box<str>,
     /// The verified client certificate, on mTLS listeners.
     pub client: Option<Arc<ClientIdentity>>,
+    /// The client's certificate chain as it was verified (leaf first), on
+    /// mTLS listeners: the admin API's lockout guard checks it against a new
+    /// trust bundle. Set once, at the handshake.
+    pub client_chain: Option<Arc<[CertificateDer<'static>]>>,
     /// Whether the listener trusts its proxy's client-subject header.
     pub trusted_proxy: bool,
     /// Whether the listener's allow list refused this client: every RPC fails.
@@ -285,6 +290,7 @@ mod tests {
             peer,
             peer_text: peer.to_string().into(),
             client: None,
+            client_chain: None,
             trusted_proxy: false,
             denied: false,
             activity: Activity::default(),

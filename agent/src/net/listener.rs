@@ -85,6 +85,7 @@ pub async fn accept_loop(
             peer,
             peer_text: peer.to_string().into(),
             client: None,
+            client_chain: None,
             trusted_proxy: bound.config.trusted_proxy,
             denied: false,
             activity: Activity::default(),
@@ -139,6 +140,7 @@ async fn handshake(
     {
         Ok(Ok(tls)) => {
             info.client = ClientIdentity::from_tls(&tls);
+            info.client_chain = tls.get_ref().1.peer_certificates().map(Arc::from);
             match &info.client {
                 Some(client) if allow.allows(client) => {
                     debug!(target: TARGET, { client.subject = %client.subject }, "TLS handshake done");

@@ -1,14 +1,15 @@
 //! `dice.agent.v1.AgentInfoService`: the agent's version, the certificates it
-//! serves and the outcome of its last certificate reload.
+//! serves, the CAs it trusts, whether a key is staged, whether the admin API
+//! is on, and the outcome of its last certificate reload.
 
 use std::sync::{Arc, Mutex};
 
-use dice_proto::cert::{CertSummary, rfc3339};
+use dice_proto::cert::rfc3339;
 use dice_proto::info::agent_info_service_server::AgentInfoService;
-use dice_proto::info::{AgentInfo, CertificateInfo, GetInfoRequest, ReloadResult};
+use dice_proto::info::{AgentInfo, CertificateInfo, GetInfoRequest, ReloadResult, TlsState};
 use tonic::{Request, Response, Status};
 
-use crate::tls::TlsProfile;
+use crate::tls::{TlsMaterial, TlsProfile};
 
 /// What the info API reports, shared with the parts of the agent that change it.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct AgentState {
     pub profiles: Vec<(String, Arc<TlsProfile>)>,
     /// The latest reload outcome.
     pub last_reload: Mutex<ReloadResult>,
+    /// Whether the admin API is on (the config has `[admin]`).
+    pub admin_enabled: bool,
 }
 
 /// The AgentInfoService implementation.
@@ -34,15 +37,26 @@ impl Info {
     }
 }
 
-/// The info API's view of a certificate, with the days it has left at `now` (Unix seconds).
-pub fn certificate_info(leaf: &CertSummary, now: i64) -> CertificateInfo {
+/// The info API's view of the certificate `material` serves, with the days
+/// it has left at `now` (Unix seconds).
+pub fn certificate_info(material: &TlsMaterial, now: i64) -> CertificateInfo {
+    let leaf = &material.leaf;
     CertificateInfo {
         subject: leaf.subject.clone(),
         serial: leaf.serial.clone(),
         not_after: rfc3339(leaf.not_after),
         sans: leaf.sans.clone(),
         days_left: leaf.days_left(now),
-        ..Default::default()
+        sha256: material.leaf_sha256.clone(),
+        issuer: leaf.issuer.clone(),
+    }
+}
+
+/// The trust bundle and staged key of `profile`.
+fn tls_state(profile: &TlsProfile) -> TlsState {
+    TlsState {
+        trusted: crate::admin::trusted_cas(&profile.material()),
+        key_staged: crate::admin::staged_key_path(&profile.files.key.path).exists(),
     }
 }
 
@@ -58,11 +72,13 @@ impl AgentInfoService for Info {
             .profiles
             .iter()
             .map(|(listener, profile)| {
-                (
-                    listener.clone(),
-                    certificate_info(&profile.material().leaf, now),
-                )
+                (listener.clone(), certificate_info(&profile.material(), now))
             })
+            .collect();
+        let tls = state
+            .profiles
+            .iter()
+            .map(|(listener, profile)| (listener.clone(), tls_state(profile)))
             .collect();
         let last_reload = state
             .last_reload
@@ -74,7 +90,8 @@ impl AgentInfoService for Info {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             certificates,
             last_reload: Some(last_reload),
-            ..Default::default()
+            tls,
+            admin_enabled: state.admin_enabled,
         }))
     }
 }

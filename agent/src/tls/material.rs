@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use dice_proto::cert::{CertSummary, check_chain_links, rfc3339};
+use dice_proto::cert::{CertSummary, check_chain_links, rfc3339, sha256_hex};
 use dice_proto::pem;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -99,6 +99,37 @@ impl TlsBytes {
         hasher.finish()
     }
 
+    /// These bytes with the certificate chain and key replaced (`key_mode`:
+    /// the permission bits of the key file they will be read from).
+    pub(crate) fn with_cert_and_key(self, cert: Vec<u8>, key: Vec<u8>, key_mode: u32) -> Self {
+        Self {
+            cert,
+            key,
+            key_mode,
+            ..self
+        }
+    }
+
+    /// These bytes with the client CA bundle replaced.
+    pub(crate) fn with_client_ca(self, client_ca: Vec<u8>) -> Self {
+        Self { client_ca, ..self }
+    }
+
+    /// The certificate chain file's bytes.
+    pub(crate) fn cert(&self) -> &[u8] {
+        &self.cert
+    }
+
+    /// The key file's bytes (never log them).
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The client CA bundle's bytes.
+    pub(crate) fn client_ca(&self) -> &[u8] {
+        &self.client_ca
+    }
+
     /// Reads the files, following symlinks to whatever they point at now.
     pub fn read(files: &TlsFiles) -> Result<Self, TlsError> {
         let read = |file: &FileRef, hint| {
@@ -128,13 +159,28 @@ impl TlsBytes {
     }
 }
 
+/// A CA certificate of a client CA bundle.
+#[derive(Debug, Clone)]
+pub struct CaCert {
+    /// The certificate.
+    pub der: CertificateDer<'static>,
+    /// What it says.
+    pub summary: CertSummary,
+    /// SHA-256 of `der`, lowercase hex.
+    pub sha256: String,
+}
+
 /// A server certificate chain, its key and the client CA bundle, checked to agree.
 #[derive(Debug)]
 pub struct TlsMaterial {
     /// The leaf certificate's summary.
     pub leaf: CertSummary,
-    /// Subjects of the client CA certificates.
-    pub client_ca_subjects: Vec<String>,
+    /// The leaf certificate.
+    pub leaf_der: CertificateDer<'static>,
+    /// SHA-256 of `leaf_der`, lowercase hex.
+    pub leaf_sha256: String,
+    /// The client CA certificates, in bundle order.
+    pub client_cas: Vec<CaCert>,
     /// The server config that serves this material.
     pub server_config: Arc<ServerConfig>,
     /// The fingerprint of the bytes it was built from (see [`TlsBytes::fingerprint`]).
@@ -185,7 +231,7 @@ impl TlsMaterial {
         let ca_certs = pem::parse_certs(&files.client_ca.path, &source.client_ca)
             .map_err(|e| fail(&files.client_ca, pem_reason(&e, &files.client_ca), CA_HINT))?;
         let mut roots = RootCertStore::empty();
-        let mut client_ca_subjects = Vec::with_capacity(ca_certs.len());
+        let mut client_cas = Vec::with_capacity(ca_certs.len());
         for cert in &ca_certs {
             let summary = CertSummary::parse(cert)
                 .map_err(|e| fail(&files.client_ca, e.to_string(), CA_HINT))?;
@@ -196,7 +242,11 @@ impl TlsMaterial {
                     CA_HINT,
                 )
             })?;
-            client_ca_subjects.push(summary.subject);
+            client_cas.push(CaCert {
+                der: cert.clone(),
+                sha256: sha256_hex(cert),
+                summary,
+            });
         }
         let mut warnings = Vec::new();
         warnings.extend(super::expiry::warning(files, &leaf, now));
@@ -240,6 +290,7 @@ impl TlsMaterial {
                 crls.push(crl.der);
             }
         }
+        let leaf_der = chain[0].clone();
         let server_config = build_server_config(chain, key, roots, crls).map_err(|e| {
             fail(
                 &files.cert,
@@ -249,7 +300,9 @@ impl TlsMaterial {
         })?;
         Ok(Self {
             leaf,
-            client_ca_subjects,
+            leaf_sha256: sha256_hex(&leaf_der),
+            leaf_der,
+            client_cas,
             server_config,
             fingerprint: source.fingerprint(),
             warnings,

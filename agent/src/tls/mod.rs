@@ -13,6 +13,6 @@ mod reload;
 pub use crl::{ParsedCrl, check_crl_signer, parse_crls};
 pub(crate) use expiry::run as watch_expiry;
 pub(crate) use identity::ClientIdentity;
-pub use material::{TlsBytes, TlsError, TlsMaterial};
+pub use material::{CaCert, TlsBytes, TlsError, TlsMaterial};
 pub use profile::{TlsProfile, load_profiles};
 pub(crate) use reload::Reloader;

@@ -1,7 +1,7 @@
 //! The swappable certificate material of one or more listeners.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -17,6 +17,9 @@ pub struct TlsProfile {
     /// The files this profile serves.
     pub files: TlsFiles,
     current: ArcSwap<TlsMaterial>,
+    /// Held while the files are read (by the reloader) or replaced (by the
+    /// admin API), so a reader never sees a half-replaced certificate and key.
+    files_lock: Mutex<()>,
 }
 
 impl TlsProfile {
@@ -26,6 +29,7 @@ impl TlsProfile {
         Self {
             files,
             current: ArcSwap::from_pointee(material),
+            files_lock: Mutex::new(()),
         }
     }
 
@@ -37,6 +41,14 @@ impl TlsProfile {
     /// The material being served now.
     pub fn material(&self) -> Arc<TlsMaterial> {
         self.current.load_full()
+    }
+
+    /// Locks the profile's files: no one else reads or replaces them until
+    /// the guard is dropped. Hold it for file work only, never across an await.
+    pub fn lock_files(&self) -> MutexGuard<'_, ()> {
+        self.files_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Serves `material` from the next handshake on.

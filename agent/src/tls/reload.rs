@@ -205,6 +205,11 @@ impl Reloader {
 
     fn check(&mut self, index: usize, trigger: Trigger) {
         let profile = self.profiles[index].clone();
+        // The whole check holds the files' lock: an admin install replaces
+        // the certificate and key together (this read sees both old or both
+        // new) and swaps its material in before it lets go, so what is read
+        // here is never older than what is served.
+        let _files = profile.lock_files();
         let current = profile.material();
         let bytes = match TlsBytes::read(&profile.files) {
             Ok(bytes) => bytes,
