@@ -1,10 +1,12 @@
 //! PrepareCertificate: the staged key. A new private key is made on the node
 //! and kept in `<key file>.staged` (mode 0600, written atomically) until
 //! InstallCertificate serves it, so an agent restart in between loses
-//! nothing. Asked again, the staged key is reused (same CSR public key)
-//! unless a fresh key, or a key of another type, is asked for.
+//! nothing. Asked again, the staged key is reused, and the same CSR
+//! returned, unless a fresh key, or a key of another type, is asked for.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use dice_proto::keys::{self, KeyAlgorithm, KeyType};
 use rcgen::{KeyPair, PublicKeyData};
@@ -65,12 +67,54 @@ pub fn prepare(
             (key, false)
         }
     };
-    let csr_pem = csr::request(served, &key).map_err(Status::internal)?;
+    let csr_pem = csr_for(&path, served, &key, reused)?;
     Ok(Prepared {
         csr_pem,
         key_type: key_type_name(&key),
         reused,
     })
+}
+
+/// The CSRs returned for staged keys, by staged key file: asked again for
+/// the same key and the same served certificate, the agent returns the same
+/// CSR byte for byte (ECDSA signatures are randomized, so signing anew would
+/// give other bytes for the same request). After a restart the CSR is made
+/// anew, for the same key.
+static ISSUED: LazyLock<Mutex<HashMap<PathBuf, IssuedCsr>>> = LazyLock::new(Mutex::default);
+
+/// A CSR returned, with what it was made from.
+struct IssuedCsr {
+    public_key: Vec<u8>,
+    served: Vec<u8>,
+    pem: String,
+}
+
+/// The CSR for `key` with the subject and SANs of `served`: the one
+/// returned before if the key is `reused` and nothing changed, else a new one.
+fn csr_for(
+    path: &Path,
+    served: &CertificateDer<'_>,
+    key: &KeyPair,
+    reused: bool,
+) -> Result<String, Status> {
+    let mut issued = ISSUED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = issued.get(path)
+        && reused
+        && known.public_key == key.der_bytes()
+        && known.served == served.as_ref()
+    {
+        return Ok(known.pem.clone());
+    }
+    let pem = csr::request(served, key).map_err(Status::internal)?;
+    issued.insert(
+        path.to_owned(),
+        IssuedCsr {
+            public_key: key.der_bytes().to_vec(),
+            served: served.to_vec(),
+            pem: pem.clone(),
+        },
+    );
+    Ok(pem)
 }
 
 /// The key staged at `path`: `Ok(None)` if there is none, `Err` saying why
