@@ -80,6 +80,17 @@ pub enum CertsCommand {
     /// rename), so an agent watching the files rotates to the new pair
     /// without dropping a connection.
     Renew(RenewArgs),
+    /// Give every selected node a new certificate from a CA directory; keys never leave the nodes
+    ///
+    /// Per node: the agent stages a new key and sends a CSR (AdminService
+    /// PrepareCertificate); dicectl checks that the CSR names exactly the
+    /// subject and SANs the node serves, signs it with --ca-dir, installs the
+    /// chain (InstallCertificate), then checks with a fresh TLS handshake that
+    /// the node serves the new certificate and that its health check answers
+    /// SERVING. A node that fails that check is rolled back. Canaries go first,
+    /// one after another (a failed canary stops the run), then batches.
+    #[command(after_help = super::rotate::args::ROTATE_HELP)]
+    Rotate(super::rotate::args::RotateArgs),
 }
 
 /// Flags of `dicectl certs init`.

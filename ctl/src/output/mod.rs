@@ -3,8 +3,10 @@
 //!
 //! - [`table`]: aligned columns, colour only on a terminal.
 //! - [`json`]: the documented JSON schema.
+//! - [`rotate`]: `certs rotate`, `rotate-ca` and `status`, as a table or JSON.
 
 pub mod json;
+pub mod rotate;
 pub mod table;
 
 use std::io::{self, IsTerminal as _, Write};

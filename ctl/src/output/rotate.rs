@@ -1,0 +1,346 @@
+//! `certs rotate` output: the table `NODE OLD-SERIAL NEW-SERIAL NOT-AFTER
+//! RESULT ERROR` and a summary line, or one JSON document.
+//!
+//! NOT-AFTER is that of the certificate the node serves after the run (the
+//! new one once rotated). A dry run's RESULT says where the node comes in
+//! the run: `would rotate (canary)`, `would rotate (batch 2)`. The ERROR
+//! cell holds the error, or why a node is skipped.
+
+use std::fmt::Write as _;
+
+use dice_proto::cert::rfc3339;
+use serde::Serialize;
+
+use super::json::{self, RunDoc};
+use super::table::{Cell, Paint, Table};
+use super::{colour_stdout, stdout};
+use crate::args::OutputFormat;
+use crate::certs::rotate::observe::CertId;
+use crate::certs::rotate::report::{RotateReport, RotateResult, RotateRow};
+
+/// Writes a `certs rotate` report as `format`.
+pub fn rotate(report: &RotateReport, format: OutputFormat) -> anyhow::Result<()> {
+    stdout(&match format {
+        OutputFormat::Table => table(report, colour_stdout()),
+        OutputFormat::Json => document(report)?,
+    })
+}
+
+/// The certificate a row's node serves after the run.
+fn served_after(row: &RotateRow) -> Option<&CertId> {
+    match row.rotation.result {
+        RotateResult::Rotated => row.rotation.new.as_ref(),
+        _ => row.rotation.old.as_ref(),
+    }
+}
+
+fn result_cell(row: &RotateRow) -> Cell {
+    let result = row.rotation.result;
+    let text = match result {
+        RotateResult::WouldRotate | RotateResult::WouldSkip => {
+            format!("{} ({})", result.as_str(), row.stage)
+        }
+        _ => result.as_str().to_owned(),
+    };
+    match result {
+        RotateResult::Rotated => Cell::painted(text, Paint::Green),
+        RotateResult::Failed | RotateResult::RolledBack => Cell::painted(text, Paint::Red),
+        RotateResult::NotRun => Cell::painted(text, Paint::Yellow),
+        _ => Cell::plain(text),
+    }
+}
+
+/// The table and its summary.
+pub fn table(report: &RotateReport, colour: bool) -> String {
+    let rows = report
+        .rows
+        .iter()
+        .map(|row| {
+            let rotation = &row.rotation;
+            vec![
+                Cell::plain(&row.name),
+                Cell::or_dash(rotation.old.as_ref().map(|id| id.serial.clone())),
+                Cell::or_dash(rotation.new.as_ref().map(|id| id.serial.clone())),
+                Cell::or_dash(served_after(row).map(|id| rfc3339(id.not_after))),
+                result_cell(row),
+                match (&rotation.error, &rotation.note) {
+                    (Some(error), _) => Cell::painted(error.clone(), Paint::Red),
+                    (None, Some(note)) => Cell::plain(note.clone()),
+                    (None, None) => Cell::plain(""),
+                },
+            ]
+        })
+        .collect();
+    let mut out = Table {
+        headers: &[
+            "NODE",
+            "OLD-SERIAL",
+            "NEW-SERIAL",
+            "NOT-AFTER",
+            "RESULT",
+            "ERROR",
+        ],
+        rows,
+    }
+    .render(colour);
+    let _ = writeln!(out, "\n{}", summary(report));
+    out
+}
+
+/// `rotated 7/8, skipped 0, failed 1, rolled back 0, not run 0; audit log DIR/audit.jsonl`.
+pub fn summary(report: &RotateReport) -> String {
+    let total = report.rows.len();
+    if report.dry_run {
+        return format!(
+            "dry run: {} of {total} would rotate, {} would skip, {} failed; nothing was changed",
+            report.count(RotateResult::WouldRotate),
+            report.count(RotateResult::WouldSkip),
+            report.count(RotateResult::Failed),
+        );
+    }
+    let mut text = format!(
+        "rotated {}/{total}, skipped {}, failed {}, rolled back {}, not run {}",
+        report.count(RotateResult::Rotated),
+        report.count(RotateResult::Skipped),
+        report.count(RotateResult::Failed),
+        report.count(RotateResult::RolledBack),
+        report.count(RotateResult::NotRun),
+    );
+    if let Some(audit) = &report.audit {
+        let _ = write!(text, "; audit log {}", audit.display());
+    }
+    text
+}
+
+#[derive(Debug, Serialize)]
+struct RotateDocument<'a> {
+    #[serde(flatten)]
+    run: RunDoc,
+    dry_run: bool,
+    ca_dir: String,
+    audit_log: Option<String>,
+    days: u32,
+    canary: usize,
+    batch: String,
+    batch_nodes: usize,
+    max_failed: usize,
+    nodes: Vec<NodeDoc<'a>>,
+    summary: SummaryDoc,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeDoc<'a> {
+    name: &'a str,
+    address: &'a str,
+    stage: String,
+    old_serial: Option<&'a str>,
+    new_serial: Option<&'a str>,
+    old_sha256: Option<&'a str>,
+    new_sha256: Option<&'a str>,
+    not_after: Option<String>,
+    result: &'static str,
+    error: Option<&'a str>,
+    note: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryDoc {
+    nodes: usize,
+    ok: usize,
+    rotated: usize,
+    skipped: usize,
+    failed: usize,
+    rolled_back: usize,
+    not_run: usize,
+    would_rotate: usize,
+    would_skip: usize,
+}
+
+/// The JSON document, ending in a newline.
+pub fn document(report: &RotateReport) -> anyhow::Result<String> {
+    let nodes = report.rows.iter().map(node_doc).collect();
+    json::document(&RotateDocument {
+        run: RunDoc::new("certs rotate", &report.run),
+        dry_run: report.dry_run,
+        ca_dir: report.ca_dir.display().to_string(),
+        audit_log: report.audit.as_ref().map(|path| path.display().to_string()),
+        days: report.days,
+        canary: report.canary,
+        batch: report.batch.0.to_string(),
+        batch_nodes: report.batch.1,
+        max_failed: report.max_failed,
+        nodes,
+        summary: SummaryDoc {
+            nodes: report.rows.len(),
+            ok: report.ok(),
+            rotated: report.count(RotateResult::Rotated),
+            skipped: report.count(RotateResult::Skipped),
+            failed: report.count(RotateResult::Failed),
+            rolled_back: report.count(RotateResult::RolledBack),
+            not_run: report.count(RotateResult::NotRun),
+            would_rotate: report.count(RotateResult::WouldRotate),
+            would_skip: report.count(RotateResult::WouldSkip),
+        },
+    })
+}
+
+fn node_doc(row: &RotateRow) -> NodeDoc<'_> {
+    let rotation = &row.rotation;
+    NodeDoc {
+        name: &row.name,
+        address: &row.address,
+        stage: row.stage.to_string(),
+        old_serial: rotation.old.as_ref().map(|id| id.serial.as_str()),
+        new_serial: rotation.new.as_ref().map(|id| id.serial.as_str()),
+        old_sha256: rotation.old.as_ref().map(|id| id.sha256.as_str()),
+        new_sha256: rotation.new.as_ref().map(|id| id.sha256.as_str()),
+        not_after: served_after(row).map(|id| rfc3339(id.not_after)),
+        result: rotation.result.as_str(),
+        error: rotation.error.as_deref(),
+        note: rotation.note.as_deref(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::certs::rotate::batches::{BatchSize, Stage};
+    use crate::certs::rotate::report::Rotation;
+    use crate::report::RunInfo;
+
+    fn id(serial: &str, not_after: i64) -> CertId {
+        CertId {
+            serial: serial.to_owned(),
+            sha256: format!("{serial}{serial}"),
+            not_after,
+        }
+    }
+
+    fn report() -> RotateReport {
+        let row = |name: &str, stage, rotation| RotateRow {
+            name: name.to_owned(),
+            address: format!("{name}:8443"),
+            stage,
+            rotation,
+        };
+        RotateReport {
+            run: RunInfo {
+                started_at: 1_800_000_000,
+                elapsed: Duration::from_millis(1500),
+                timeout: Duration::from_secs(5),
+                concurrency: 64,
+            },
+            dry_run: false,
+            ca_dir: "ca".into(),
+            audit: Some("ca/audit.jsonl".into()),
+            days: 365,
+            canary: 1,
+            batch: (BatchSize::Percent(10), 1),
+            max_failed: 0,
+            rows: vec![
+                row(
+                    "node-1",
+                    Stage::Canary,
+                    Rotation {
+                        old: Some(id("0a", 1_800_000_000)),
+                        new: Some(id("0b", 1_900_000_000)),
+                        result: RotateResult::Rotated,
+                        error: None,
+                        note: None,
+                    },
+                ),
+                row(
+                    "node-2",
+                    Stage::Batch(1),
+                    Rotation {
+                        old: Some(id("0c", 1_800_000_000)),
+                        new: Some(id("0d", 1_900_000_000)),
+                        result: RotateResult::RolledBack,
+                        error: Some("verify: boom; rolled back to serial 0c".to_owned()),
+                        note: None,
+                    },
+                ),
+                row("node-3", Stage::Batch(2), Rotation::not_run()),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_has_the_documented_columns() {
+        let text = table(&report(), false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "NODE",
+                "OLD-SERIAL",
+                "NEW-SERIAL",
+                "NOT-AFTER",
+                "RESULT",
+                "ERROR"
+            ]
+        );
+        assert!(lines[1].starts_with("node-1  0a"), "{text}");
+        assert!(lines[1].contains("2030-03-17T17:46:40Z  rotated"), "{text}");
+        assert!(
+            lines[2].contains("rolled back  verify: boom; rolled back to serial 0c"),
+            "{text}"
+        );
+        assert!(lines[3].contains("not run"), "{text}");
+        assert_eq!(
+            lines[5],
+            "rotated 1/3, skipped 0, failed 0, rolled back 1, not run 1; audit log ca/audit.jsonl"
+        );
+    }
+
+    #[test]
+    fn dry_run_names_the_stage() {
+        let mut report = report();
+        report.dry_run = true;
+        report.audit = None;
+        report.rows[0].rotation = Rotation {
+            new: None,
+            result: RotateResult::WouldRotate,
+            ..report.rows[0].rotation.clone()
+        };
+        let text = table(&report, false);
+        assert!(text.contains("would rotate (canary)"), "{text}");
+        assert!(
+            text.ends_with(
+                "dry run: 1 of 3 would rotate, 0 would skip, 0 failed; nothing was changed\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_document_shape() {
+        let value: serde_json::Value =
+            serde_json::from_str(&document(&report()).expect("json")).expect("parse");
+        assert_eq!(value["schema_version"], 1);
+        assert_eq!(value["command"], "certs rotate");
+        assert_eq!(value["batch"], "10%");
+        assert_eq!(value["audit_log"], "ca/audit.jsonl");
+        let node = &value["nodes"][1];
+        for key in [
+            "name",
+            "address",
+            "old_serial",
+            "new_serial",
+            "old_sha256",
+            "new_sha256",
+            "not_after",
+            "result",
+            "error",
+        ] {
+            assert!(node.get(key).is_some(), "{key} missing: {node}");
+        }
+        assert_eq!(node["result"], "rolled back");
+        assert_eq!(node["not_after"], "2027-01-15T08:00:00Z");
+        assert_eq!(value["nodes"][2]["old_serial"], serde_json::Value::Null);
+        assert_eq!(value["summary"]["rolled_back"], 1);
+        assert_eq!(value["summary"]["ok"], 1);
+    }
+}
