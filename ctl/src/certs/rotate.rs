@@ -17,6 +17,8 @@
 pub mod args;
 pub mod audit;
 pub mod batches;
+#[cfg(test)]
+mod fake;
 pub mod node;
 pub mod observe;
 pub mod report;
@@ -185,4 +187,198 @@ pub async fn rotate_scheduled(
         .into_iter()
         .map(|result| result.unwrap_or_else(Rotation::not_run))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dice_proto::cert::sha256_hex;
+    use dice_proto::pem::{load_certs, load_key};
+
+    use super::batches::BatchSize;
+    use super::fake::{FakeAgent, Quirks};
+    use super::report::RotateResult;
+    use super::*;
+    use crate::args::{ConnArgs, SelectArgs};
+    use crate::testing::Pki;
+
+    async fn agent(pki: &Pki, quirks: Quirks) -> FakeAgent {
+        let chain = load_certs(&pki.file("server.pem")).expect("chain");
+        let key = load_key(&pki.file("server-key.pem")).expect("key");
+        let ca = load_certs(&pki.file("ca.pem")).expect("ca");
+        FakeAgent::spawn(chain, key, &ca, ca.clone(), quirks).await
+    }
+
+    fn plan_for(pki: &Pki, agents: &[&FakeAgent]) -> Plan {
+        let select = SelectArgs {
+            node: agents.iter().map(|agent| agent.addr.to_string()).collect(),
+            ..SelectArgs::default()
+        };
+        let conn = ConnArgs {
+            ca: Some(pki.file("ca.pem")),
+            cert: Some(pki.file("client.pem")),
+            key: Some(pki.file("client-key.pem")),
+            timeout: Some(Duration::from_secs(5)),
+            ..ConnArgs::default()
+        };
+        plan::plan(Request {
+            fleet: None,
+            select: &select,
+            if_none: select::IfNone::Refuse,
+            conn: &conn,
+            expiry_warning: None,
+            extra_roots: &[],
+        })
+        .expect("plan")
+    }
+
+    fn rotator(pki: &Pki, plan: &Plan, dry_run: bool) -> Rotator {
+        Rotator {
+            tls: plan.tls.clone(),
+            timeout: plan.timeout,
+            ca: Arc::new(Ca::load(&pki.file(""), unix_now()).expect("ca")),
+            days: 30,
+            if_expires_within: None,
+            audit: open_audit(&pki.file(""), plan, dry_run).expect("audit"),
+        }
+    }
+
+    fn schedule(canary: usize) -> ScheduleArgs {
+        ScheduleArgs {
+            days: 30,
+            canary,
+            batch: BatchSize::Percent(10),
+            max_failed: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn rotates_every_node_and_audits_each_step() {
+        let pki = Pki::new();
+        let agents = [
+            agent(&pki, Quirks::default()).await,
+            agent(&pki, Quirks::default()).await,
+            agent(&pki, Quirks::default()).await,
+        ];
+        let before: Vec<String> = agents.iter().map(|a| sha256_hex(&a.leaf())).collect();
+        let plan = plan_for(&pki, &agents.iter().collect::<Vec<_>>());
+        let rotator = rotator(&pki, &plan, false);
+        let report = rotate_all(&plan, &rotator, &schedule(1), &mut Progress::disabled()).await;
+        assert_eq!(report.ok(), 3, "{report:#?}");
+        assert_eq!(report.count(RotateResult::Rotated), 3);
+        for (agent, before) in agents.iter().zip(&before) {
+            let now = sha256_hex(&agent.leaf());
+            assert_ne!(&now, before);
+            let row = report
+                .rows
+                .iter()
+                .find(|row| row.name == agent.addr.to_string())
+                .expect("row");
+            assert_eq!(row.rotation.new.as_ref().expect("new").sha256, now);
+            assert_eq!(agent.calls(), ["prepare", "install"]);
+        }
+
+        let audit = std::fs::read_to_string(pki.file("audit.jsonl")).expect("audit");
+        assert!(
+            !audit.contains("PRIVATE KEY") && !audit.contains("REQUEST"),
+            "{audit}"
+        );
+        let lines: Vec<serde_json::Value> = audit
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 12, "{audit}");
+        let actions: Vec<&str> = lines[..4]
+            .iter()
+            .map(|line| line["action"].as_str().expect("action"))
+            .collect();
+        assert_eq!(actions, ["prepare", "sign", "install", "verify"]);
+        assert_eq!(lines[0]["operator"], operator(&plan));
+        assert!(lines.iter().all(|line| line["outcome"] == "ok"));
+    }
+
+    #[tokio::test]
+    async fn a_node_that_keeps_its_old_certificate_is_rolled_back() {
+        let pki = Pki::new();
+        let quirks = Quirks {
+            ignore_install: true,
+            ..Quirks::default()
+        };
+        let agents = [agent(&pki, quirks).await, agent(&pki, quirks).await];
+        let plan = plan_for(&pki, &agents.iter().collect::<Vec<_>>());
+        let rotator = rotator(&pki, &plan, false);
+        let report = rotate_all(&plan, &rotator, &schedule(1), &mut Progress::disabled()).await;
+        let results: Vec<RotateResult> =
+            report.rows.iter().map(|row| row.rotation.result).collect();
+        assert_eq!(results, [RotateResult::RolledBack, RotateResult::NotRun]);
+        let error = report.rows[0].rotation.error.as_deref().expect("error");
+        assert!(
+            error.starts_with("verify: a new handshake presents certificate "),
+            "{error}"
+        );
+        assert!(error.contains("; rolled back to serial "), "{error}");
+        let canary = agents
+            .iter()
+            .find(|agent| agent.addr.to_string() == report.rows[0].name)
+            .expect("canary");
+        assert_eq!(canary.calls(), ["prepare", "install", "rollback"]);
+    }
+
+    #[tokio::test]
+    async fn a_csr_for_another_subject_is_refused() {
+        let pki = Pki::new();
+        let quirks = Quirks {
+            csr_subject: Some("bank.example"),
+            ..Quirks::default()
+        };
+        let agent = agent(&pki, quirks).await;
+        let plan = plan_for(&pki, &[&agent]);
+        let rotator = rotator(&pki, &plan, false);
+        let report = rotate_all(&plan, &rotator, &schedule(1), &mut Progress::disabled()).await;
+        let rotation = &report.rows[0].rotation;
+        assert_eq!(rotation.result, RotateResult::Failed);
+        let error = rotation.error.as_deref().expect("error");
+        assert!(
+            error.starts_with(
+                "sign: refused the node's CSR: the CSR asks for subject \"CN=bank.example\""
+            ),
+            "{error}"
+        );
+        assert_eq!(agent.calls(), ["prepare"]);
+    }
+
+    #[tokio::test]
+    async fn dry_run_and_expiry_filter_change_nothing() {
+        let pki = Pki::new();
+        let agent = agent(&pki, Quirks::default()).await;
+        let plan = plan_for(&pki, &[&agent]);
+        let rotator = rotator(&pki, &plan, true);
+        let report = rotate_all(&plan, &rotator, &schedule(1), &mut Progress::disabled()).await;
+        assert_eq!(report.rows[0].rotation.result, RotateResult::WouldRotate);
+        assert!(report.dry_run);
+
+        let rotator = Rotator {
+            if_expires_within: Some(Duration::from_secs(86_400)),
+            ..super::tests::rotator(&pki, &plan, false)
+        };
+        let report = rotate_all(&plan, &rotator, &schedule(1), &mut Progress::disabled()).await;
+        let rotation = &report.rows[0].rotation;
+        assert_eq!(rotation.result, RotateResult::Skipped);
+        assert!(
+            rotation
+                .note
+                .as_deref()
+                .expect("note")
+                .contains("later than --if-expires-within 1 day"),
+            "{rotation:?}"
+        );
+        assert!(agent.calls().is_empty());
+        let audit = std::fs::read_to_string(pki.file("audit.jsonl")).expect("audit");
+        assert_eq!(audit.lines().count(), 1, "{audit}");
+        assert!(
+            audit.contains("\"action\":\"skip\",") && audit.contains("\"outcome\":\"skipped\""),
+            "{audit}"
+        );
+    }
 }
