@@ -187,6 +187,7 @@ pub fn run(global: &GlobalArgs, command: CertsCommand) -> anyhow::Result<Outcome
             renew::renew(&options, now)?.to_string()
         }
         CertsCommand::Rotate(args) => return rotate::run(global, &args),
+        CertsCommand::RotateCa(args) => return rotate::rollover::run(global, &args),
         CertsCommand::Inspect(args) => {
             let options = inspect::InspectOptions {
                 files: args.files,

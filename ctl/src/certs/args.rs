@@ -91,6 +91,22 @@ pub enum CertsCommand {
     /// one after another (a failed canary stops the run), then batches.
     #[command(after_help = super::rotate::args::ROTATE_HELP)]
     Rotate(super::rotate::args::RotateArgs),
+    /// Move every selected node from the CA in --ca-dir to the one in --new-ca-dir, in phases
+    ///
+    /// trust: every node trusts both CAs; reissue: every node serves a
+    /// certificate from the new CA (the rotate flow); untrust: every node
+    /// trusts the new CA only. Each node's phase is read from the node, so the
+    /// same command resumes an interrupted rollover.
+    #[command(after_help = rotate_ca_after_help())]
+    RotateCa(super::rotate::args::RotateCaArgs),
+}
+
+fn rotate_ca_after_help() -> String {
+    format!(
+        "{}\n\n{}",
+        super::rotate::args::PHASES_HELP,
+        super::rotate::args::ROTATE_HELP
+    )
 }
 
 /// Flags of `dicectl certs init`.

@@ -9,6 +9,8 @@
 //! - [`batches`]: canaries, then batches, and when the run stops.
 //! - [`audit`]: `audit.jsonl`, one JSON line per action.
 //! - [`report`]: what happened, as data; [`crate::output::rotate`] writes it.
+//! - [`rollover`]: `certs rotate-ca`, the phases `trust`, `reissue`, `untrust`;
+//!   [`phase`] reads where a node stands, [`trust`] changes the CAs it trusts.
 //!
 //! Everything that can be checked without a node is checked before the
 //! first connection (the CA directory, the TLS files, the audit log): such
@@ -21,8 +23,11 @@ pub mod batches;
 mod fake;
 pub mod node;
 pub mod observe;
+pub mod phase;
 pub mod report;
+pub mod rollover;
 pub mod sign;
+pub mod trust;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -195,6 +200,7 @@ mod tests {
 
     use dice_proto::cert::sha256_hex;
     use dice_proto::pem::{load_certs, load_key};
+    use rustls::pki_types::CertificateDer;
 
     use super::batches::BatchSize;
     use super::fake::{FakeAgent, Quirks};
@@ -204,21 +210,42 @@ mod tests {
     use crate::testing::Pki;
 
     async fn agent(pki: &Pki, quirks: Quirks) -> FakeAgent {
+        let ca = load_certs(&pki.file("ca.pem")).expect("ca");
+        agent_trusting(pki, &ca, quirks).await
+    }
+
+    /// An agent serving `pki`'s server certificate, trusting `pki`'s CA,
+    /// and accepting clients of `client_cas`.
+    pub(super) async fn agent_trusting(
+        pki: &Pki,
+        client_cas: &[CertificateDer<'static>],
+        quirks: Quirks,
+    ) -> FakeAgent {
         let chain = load_certs(&pki.file("server.pem")).expect("chain");
         let key = load_key(&pki.file("server-key.pem")).expect("key");
         let ca = load_certs(&pki.file("ca.pem")).expect("ca");
-        FakeAgent::spawn(chain, key, &ca, ca.clone(), quirks).await
+        FakeAgent::spawn(chain, key, client_cas, ca, quirks).await
     }
 
     fn plan_for(pki: &Pki, agents: &[&FakeAgent]) -> Plan {
+        plan_with(pki, pki, &[], agents)
+    }
+
+    /// A plan trusting `ca`'s CA and `extra_roots`, presenting `client`'s client certificate.
+    pub(super) fn plan_with(
+        ca: &Pki,
+        client: &Pki,
+        extra_roots: &[CertificateDer<'static>],
+        agents: &[&FakeAgent],
+    ) -> Plan {
         let select = SelectArgs {
             node: agents.iter().map(|agent| agent.addr.to_string()).collect(),
             ..SelectArgs::default()
         };
         let conn = ConnArgs {
-            ca: Some(pki.file("ca.pem")),
-            cert: Some(pki.file("client.pem")),
-            key: Some(pki.file("client-key.pem")),
+            ca: Some(ca.file("ca.pem")),
+            cert: Some(client.file("client.pem")),
+            key: Some(client.file("client-key.pem")),
             timeout: Some(Duration::from_secs(5)),
             ..ConnArgs::default()
         };
@@ -228,7 +255,7 @@ mod tests {
             if_none: select::IfNone::Refuse,
             conn: &conn,
             expiry_warning: None,
-            extra_roots: &[],
+            extra_roots,
         })
         .expect("plan")
     }
@@ -244,7 +271,7 @@ mod tests {
         }
     }
 
-    fn schedule(canary: usize) -> ScheduleArgs {
+    pub(super) fn schedule(canary: usize) -> ScheduleArgs {
         ScheduleArgs {
             days: 30,
             canary,

@@ -1,5 +1,7 @@
 //! `certs rotate` output: the table `NODE OLD-SERIAL NEW-SERIAL NOT-AFTER
-//! RESULT ERROR` and a summary line, or one JSON document.
+//! RESULT ERROR` and a summary line, or one JSON document; `certs
+//! rotate-ca`: `NODE BEFORE AFTER DONE OLD-SERIAL NEW-SERIAL RESULT ERROR`,
+//! the phases before and after the run and the steps done.
 //!
 //! NOT-AFTER is that of the certificate the node serves after the run (the
 //! new one once rotated). A dry run's RESULT says where the node comes in
@@ -17,6 +19,7 @@ use super::{colour_stdout, stdout};
 use crate::args::OutputFormat;
 use crate::certs::rotate::observe::CertId;
 use crate::certs::rotate::report::{RotateReport, RotateResult, RotateRow};
+use crate::certs::rotate::rollover::{CaReport, CaResult, CaRow};
 
 /// Writes a `certs rotate` report as `format`.
 pub fn rotate(report: &RotateReport, format: OutputFormat) -> anyhow::Result<()> {
@@ -199,6 +202,178 @@ fn node_doc(row: &RotateRow) -> NodeDoc<'_> {
         error: rotation.error.as_deref(),
         note: rotation.note.as_deref(),
     }
+}
+
+// === certs rotate-ca ===
+
+/// Writes a `certs rotate-ca` report as `format`.
+pub fn rotate_ca(report: &CaReport, format: OutputFormat) -> anyhow::Result<()> {
+    stdout(&match format {
+        OutputFormat::Table => ca_table(report, colour_stdout()),
+        OutputFormat::Json => ca_document(report)?,
+    })
+}
+
+fn ca_result(row: &CaRow) -> String {
+    match (row.result, row.before) {
+        (CaResult::WouldRun, Some(needs)) if needs.steps().is_empty() => "nothing to do".to_owned(),
+        (CaResult::WouldRun, Some(needs)) => format!("would run {}", needs.steps().join(", ")),
+        (result, _) => result.as_str().to_owned(),
+    }
+}
+
+/// The `rotate-ca` table, its summary, and what is left when untrust was refused.
+pub fn ca_table(report: &CaReport, colour: bool) -> String {
+    let rows = report
+        .rows
+        .iter()
+        .map(|row| {
+            let paint = match row.result {
+                CaResult::Ok => Some(Paint::Green),
+                CaResult::Failed | CaResult::RolledBack => Some(Paint::Red),
+                CaResult::NotRun | CaResult::Pending => Some(Paint::Yellow),
+                CaResult::WouldRun => None,
+            };
+            let result = ca_result(row);
+            vec![
+                Cell::plain(&row.name),
+                Cell::or_dash(row.before.map(|needs| needs.phase().as_str())),
+                Cell::or_dash(row.after.map(|needs| needs.phase().as_str())),
+                Cell::or_dash((!row.done.is_empty()).then(|| row.done.join(","))),
+                Cell::or_dash(row.old_serial.clone()),
+                Cell::or_dash(row.new_serial.clone()),
+                match paint {
+                    Some(paint) => Cell::painted(result, paint),
+                    None => Cell::plain(result),
+                },
+                match &row.error {
+                    Some(error) => Cell::painted(error.clone(), Paint::Red),
+                    None => Cell::plain(""),
+                },
+            ]
+        })
+        .collect();
+    let mut out = Table {
+        headers: &[
+            "NODE",
+            "BEFORE",
+            "AFTER",
+            "DONE",
+            "OLD-SERIAL",
+            "NEW-SERIAL",
+            "RESULT",
+            "ERROR",
+        ],
+        rows,
+    }
+    .render(colour);
+    let _ = writeln!(out, "\n{}", ca_summary(report));
+    if let Some(refusal) = &report.untrust_refused {
+        let _ = writeln!(out, "untrust not run: {refusal}");
+    }
+    out
+}
+
+/// `phases after: done 3, reissued 1; failed 1, not run 0; audit log DIR/audit.jsonl`.
+pub fn ca_summary(report: &CaReport) -> String {
+    let mut phases: Vec<&str> = (report.rows.iter())
+        .filter_map(|row| row.after.map(|needs| needs.phase().as_str()))
+        .collect();
+    phases.sort_unstable();
+    let count = |result| {
+        report
+            .rows
+            .iter()
+            .filter(|row| row.result == result)
+            .count()
+    };
+    let mut text = format!(
+        "{}: {}; ok {}/{}, failed {}, rolled back {}, not run {}",
+        if report.dry_run {
+            "dry run, phases now"
+        } else {
+            "phases after"
+        },
+        if phases.is_empty() {
+            "none read".to_owned()
+        } else {
+            super::table::counted(&phases)
+        },
+        count(CaResult::Ok) + count(CaResult::WouldRun),
+        report.rows.len(),
+        count(CaResult::Failed),
+        count(CaResult::RolledBack),
+        count(CaResult::NotRun),
+    );
+    if report.dry_run {
+        text.push_str("; nothing was changed");
+    }
+    if let Some(audit) = &report.audit {
+        let _ = write!(text, "; audit log {}", audit.display());
+    }
+    text
+}
+
+#[derive(Debug, Serialize)]
+struct CaDocument<'a> {
+    #[serde(flatten)]
+    run: RunDoc,
+    dry_run: bool,
+    ca_dir: String,
+    new_ca_dir: String,
+    phase: Option<&'static str>,
+    audit_log: Option<String>,
+    untrust_refused: Option<&'a str>,
+    nodes: Vec<CaNodeDoc<'a>>,
+    ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct CaNodeDoc<'a> {
+    name: &'a str,
+    address: &'a str,
+    phase_before: Option<&'static str>,
+    phase_after: Option<&'static str>,
+    steps_left: Vec<&'static str>,
+    done: &'a [&'static str],
+    old_serial: Option<&'a str>,
+    new_serial: Option<&'a str>,
+    old_trust: Option<&'a [String]>,
+    new_trust: Option<&'a [String]>,
+    result: String,
+    error: Option<&'a str>,
+}
+
+/// The `rotate-ca` JSON document, ending in a newline.
+pub fn ca_document(report: &CaReport) -> anyhow::Result<String> {
+    json::document(&CaDocument {
+        run: RunDoc::new("certs rotate-ca", &report.run),
+        dry_run: report.dry_run,
+        ca_dir: report.ca_dir.display().to_string(),
+        new_ca_dir: report.new_ca_dir.display().to_string(),
+        phase: report.phase.map(|phase| phase.as_str()),
+        audit_log: report.audit.as_ref().map(|path| path.display().to_string()),
+        untrust_refused: report.untrust_refused.as_deref(),
+        nodes: report
+            .rows
+            .iter()
+            .map(|row| CaNodeDoc {
+                name: &row.name,
+                address: &row.address,
+                phase_before: row.before.map(|needs| needs.phase().as_str()),
+                phase_after: row.after.map(|needs| needs.phase().as_str()),
+                steps_left: row.after.map(|needs| needs.steps()).unwrap_or_default(),
+                done: &row.done,
+                old_serial: row.old_serial.as_deref(),
+                new_serial: row.new_serial.as_deref(),
+                old_trust: row.old_trust.as_deref(),
+                new_trust: row.new_trust.as_deref(),
+                result: ca_result(row),
+                error: row.error.as_deref(),
+            })
+            .collect(),
+        ok: report.ok(),
+    })
 }
 
 #[cfg(test)]
