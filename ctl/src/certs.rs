@@ -188,6 +188,7 @@ pub fn run(global: &GlobalArgs, command: CertsCommand) -> anyhow::Result<Outcome
         }
         CertsCommand::Rotate(args) => return rotate::run(global, &args),
         CertsCommand::RotateCa(args) => return rotate::rollover::run(global, &args),
+        CertsCommand::Status(args) => return rotate::status::run(global, &args),
         CertsCommand::Inspect(args) => {
             let options = inspect::InspectOptions {
                 files: args.files,

@@ -99,6 +99,17 @@ pub enum CertsCommand {
     /// same command resumes an interrupted rollover.
     #[command(after_help = rotate_ca_after_help())]
     RotateCa(super::rotate::args::RotateCaArgs),
+    /// Show each node's certificate, the CAs it trusts, a staged key and its rollover phase
+    ///
+    /// Per node: the served subject, serial, issuer, not-after and days left,
+    /// the trusted CA fingerprints (first 12 hex digits of SHA-256), whether a
+    /// key is staged, and the phase: with --ca-dir and --new-ca-dir, start,
+    /// trusted, reissued or done; without, steady (trusts one CA, which signed
+    /// its certificate) or mixed. Nodes trusting another set of CAs than most
+    /// are flagged. Selects every fleet node by default. Exits 1 if a node
+    /// cannot be read.
+    #[command(after_help = crate::args::EXIT_STATUS)]
+    Status(super::rotate::args::StatusArgs),
 }
 
 fn rotate_ca_after_help() -> String {

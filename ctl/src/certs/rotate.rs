@@ -11,6 +11,7 @@
 //! - [`report`]: what happened, as data; [`crate::output::rotate`] writes it.
 //! - [`rollover`]: `certs rotate-ca`, the phases `trust`, `reissue`, `untrust`;
 //!   [`phase`] reads where a node stands, [`trust`] changes the CAs it trusts.
+//! - [`status`]: `certs status`, what each node serves and trusts, and its phase.
 //!
 //! Everything that can be checked without a node is checked before the
 //! first connection (the CA directory, the TLS files, the audit log): such
@@ -27,6 +28,7 @@ pub mod phase;
 pub mod report;
 pub mod rollover;
 pub mod sign;
+pub mod status;
 pub mod trust;
 
 use std::path::Path;
@@ -209,7 +211,7 @@ mod tests {
     use crate::args::{ConnArgs, SelectArgs};
     use crate::testing::Pki;
 
-    async fn agent(pki: &Pki, quirks: Quirks) -> FakeAgent {
+    pub(super) async fn agent(pki: &Pki, quirks: Quirks) -> FakeAgent {
         let ca = load_certs(&pki.file("ca.pem")).expect("ca");
         agent_trusting(pki, &ca, quirks).await
     }
