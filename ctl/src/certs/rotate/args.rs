@@ -184,3 +184,231 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|error| format!("{error} (write a duration with a unit, e.g. 30d or 12h)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::certs::args::CertsCommand;
+    use crate::cli::{Cli, Command};
+    use crate::testing::Pki;
+
+    fn parse(args: &[&str]) -> Result<CertsCommand, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        match cli.command {
+            Command::Certs(command) => Ok(command),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rotate_defaults_and_flags() {
+        let Ok(CertsCommand::Rotate(args)) =
+            parse(&["dicectl", "certs", "rotate", "--all", "--ca-dir", "ca"])
+        else {
+            panic!("not rotate");
+        };
+        assert_eq!(args.schedule.days, 365);
+        assert_eq!(args.schedule.canary, 1);
+        assert_eq!(args.schedule.batch, BatchSize::Percent(10));
+        assert_eq!(args.schedule.max_failed, 0);
+        assert!(!args.dry_run && args.if_expires_within.is_none());
+
+        let Ok(CertsCommand::Rotate(args)) = parse(&[
+            "dicectl",
+            "certs",
+            "rotate",
+            "--node",
+            "a",
+            "b",
+            "--ca-dir",
+            "ca",
+            "--batch",
+            "25%",
+            "--canary",
+            "0",
+            "--max-failed",
+            "2",
+            "--if-expires-within",
+            "30d",
+            "--dry-run",
+        ]) else {
+            panic!("not rotate");
+        };
+        assert_eq!(args.schedule.batch, BatchSize::Percent(25));
+        assert_eq!(args.schedule.canary, 0);
+        assert_eq!(
+            args.if_expires_within,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(args.dry_run);
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for bad in [
+            &["dicectl", "certs", "rotate", "--ca-dir", "ca"][..],
+            &["dicectl", "certs", "rotate", "--all"][..],
+            &[
+                "dicectl", "certs", "rotate", "--all", "--ca-dir", "ca", "--batch", "0",
+            ][..],
+            &[
+                "dicectl", "certs", "rotate", "--all", "--ca-dir", "ca", "--days", "0",
+            ][..],
+            &[
+                "dicectl",
+                "certs",
+                "rotate",
+                "--all",
+                "--ca-dir",
+                "ca",
+                "--if-expires-within",
+                "30",
+            ][..],
+            &["dicectl", "certs", "rotate-ca", "--all", "--ca-dir", "a"][..],
+            &[
+                "dicectl",
+                "certs",
+                "rotate-ca",
+                "--all",
+                "--ca-dir",
+                "a",
+                "--new-ca-dir",
+                "b",
+                "--phase",
+                "soon",
+            ][..],
+            &["dicectl", "certs", "status", "--ca-dir", "a"][..],
+        ] {
+            let error = parse(bad).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
+        assert!(matches!(
+            parse(&[
+                "dicectl",
+                "certs",
+                "rotate-ca",
+                "--all",
+                "--ca-dir",
+                "a",
+                "--new-ca-dir",
+                "b",
+                "--phase",
+                "untrust"
+            ]),
+            Ok(CertsCommand::RotateCa(RotateCaArgs {
+                phase: Some(Phase::Untrust),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse(&["dicectl", "certs", "status"]),
+            Ok(CertsCommand::Status(_))
+        ));
+    }
+
+    fn run(args: &[&str]) -> anyhow::Result<crate::Outcome> {
+        let cli = Cli::try_parse_from(args).expect("parses");
+        crate::run(cli)
+    }
+
+    /// A bad CA directory, or untrust while dicectl's certificate is from
+    /// the old CA: an error (exit 2) before any node is touched (the node
+    /// here does not exist, so touching it would be a failed node instead).
+    #[test]
+    fn refusals_before_any_node_is_touched() {
+        let (old, new) = (Pki::new(), Pki::new());
+        let conn = |pki: &Pki| {
+            [
+                "--ca".to_owned(),
+                pki.file("ca.pem").display().to_string(),
+                "--cert".to_owned(),
+                pki.file("client.pem").display().to_string(),
+                "--key".to_owned(),
+                pki.file("client-key.pem").display().to_string(),
+            ]
+        };
+        let old_conn = conn(&old);
+        let with = |head: &[&str], tail: &[String]| -> Vec<String> {
+            head.iter()
+                .map(|s| (*s).to_owned())
+                .chain(tail.iter().cloned())
+                .collect()
+        };
+
+        let missing = with(
+            &[
+                "dicectl",
+                "certs",
+                "rotate",
+                "--node",
+                "127.0.0.1:1",
+                "--ca-dir",
+                "/nonexistent",
+            ],
+            &old_conn,
+        );
+        let error =
+            run(&missing.iter().map(String::as_str).collect::<Vec<_>>()).expect_err("no CA");
+        assert!(format!("{error:#}").contains("ca.pem"), "{error:#}");
+
+        let old_dir = old.file("").display().to_string();
+        let new_dir = new.file("").display().to_string();
+        let untrust = with(
+            &[
+                "dicectl",
+                "certs",
+                "rotate-ca",
+                "--node",
+                "127.0.0.1:1",
+                "--ca-dir",
+                &old_dir,
+                "--new-ca-dir",
+                &new_dir,
+                "--phase",
+                "untrust",
+            ],
+            &old_conn,
+        );
+        let error =
+            run(&untrust.iter().map(String::as_str).collect::<Vec<_>>()).expect_err("refused");
+        let text = format!("{error:#}");
+        assert!(
+            text.starts_with(
+                "untrust refused: dicectl's client certificate does not verify under the new CA"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dicectl certs issue --ca-dir {new_dir} --client NAME --out DIR"
+            )),
+            "{text}"
+        );
+        assert!(
+            !old.file("audit.jsonl").exists(),
+            "nothing done, nothing audited"
+        );
+
+        let same = with(
+            &[
+                "dicectl",
+                "certs",
+                "rotate-ca",
+                "--node",
+                "127.0.0.1:1",
+                "--ca-dir",
+                &old_dir,
+                "--new-ca-dir",
+                &old_dir,
+            ],
+            &old_conn,
+        );
+        let error = run(&same.iter().map(String::as_str).collect::<Vec<_>>()).expect_err("same CA");
+        assert!(
+            error.to_string().contains("hold the same CA certificate"),
+            "{error}"
+        );
+    }
+}
