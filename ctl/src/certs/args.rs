@@ -14,7 +14,8 @@ pub const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  done (inspect: every file is OK)
   1  inspect: a certificate is expired or not yet valid, a key does not match
-     its certificate, or a chain does not verify against --ca
+     its certificate, or a chain does not verify against --ca; rotate,
+     rotate-ca, status: a node failed, was not run or could not be reached
   2  usage error, or a file that cannot be read or used; nothing was written";
 
 /// Where `--ca-dir` files come from, shown in `issue`, `intermediate` and `renew` help.

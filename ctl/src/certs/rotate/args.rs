@@ -46,7 +46,11 @@ PHASES:
   Without --phase, each node's phase is read from the node itself (the CAs
   it trusts, the CA that signed its certificate) and what is left runs in
   order: run the same command again to resume an interrupted rollover.
-  dicectl trusts agents of OLD and NEW (beside --ca) for the whole run.";
+  dicectl trusts agents of OLD and NEW (beside --ca) for the whole run.
+  Nodes accept dicectl's client certificate from OLD until untrust: run
+  trust and reissue with it, then untrust with one from NEW. When untrust is
+  left for that reason, the earlier phases are done, the output says so and
+  how to finish, and the exit status is 1.";
 
 /// How a rotation proceeds: validity, canaries, batches, stop rule.
 #[derive(Debug, Clone, Args)]

@@ -370,6 +370,10 @@ fn first_row(
         error: None,
     };
     match observed {
+        Ok(observed) if observed.tls.is_none() => {
+            row.result = CaResult::Failed;
+            row.error = Some(trust::NO_TRUST_STATE.to_owned());
+        }
         Ok(observed) => {
             let needs = rollover.needs(&observed.trusted_sha256(), &observed.leaf);
             row.before = Some(needs);

@@ -21,6 +21,10 @@ use super::observe::{self, Observed};
 use crate::certs::build;
 use crate::select::Node;
 
+/// Why a node whose info API reports no trust state for our listener is left alone:
+/// rebuilding its bundle from nothing would drop every CA it trusts.
+pub const NO_TRUST_STATE: &str = "the node reports no client CA bundle for this listener (upgrade dice-agent: its info API must report the trusted CAs of each mTLS listener)";
+
 /// How the bundle changes.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -96,6 +100,12 @@ pub async fn change(
             };
         }
     };
+    if observed.tls.is_none() {
+        return TrustStep {
+            error: Some(NO_TRUST_STATE.to_owned()),
+            ..TrustStep::default()
+        };
+    }
     let old_trust = observed.trusted_sha256();
     let record = |outcome, new_trust: &[String], error: Option<&str>, action| {
         if let Some(audit) = audit {
