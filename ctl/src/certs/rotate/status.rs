@@ -2,7 +2,7 @@
 //! trusts, whether a key is staged, and its rollover phase; nodes whose
 //! trusted set differs from the majority's are flagged.
 //!
-//! The phase, with `--ca-dir OLD --new-ca-dir NEW`, is one of [`NodePhase`]
+//! The phase, with `--ca-dir OLD --new-ca-dir NEW`, is one of [`NodePhase`](super::phase::NodePhase)
 //! (`start`, `trusted`, `reissued`, `done`); without them it is `steady`
 //! when the node trusts exactly one CA and that CA signed its certificate,
 //! else `mixed`.
