@@ -325,7 +325,18 @@ struct CaDocument<'a> {
     audit_log: Option<String>,
     untrust_refused: Option<&'a str>,
     nodes: Vec<CaNodeDoc<'a>>,
+    summary: CaSummaryDoc,
+}
+
+#[derive(Debug, Serialize)]
+struct CaSummaryDoc {
+    nodes: usize,
     ok: bool,
+    failed: usize,
+    rolled_back: usize,
+    not_run: usize,
+    untrust_left: usize,
+    phases_after: std::collections::BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -372,8 +383,31 @@ pub fn ca_document(report: &CaReport) -> anyhow::Result<String> {
                 error: row.error.as_deref(),
             })
             .collect(),
-        ok: report.ok(),
+        summary: ca_summary_doc(report),
     })
+}
+
+fn ca_summary_doc(report: &CaReport) -> CaSummaryDoc {
+    let count = |result| {
+        report
+            .rows
+            .iter()
+            .filter(|row| row.result == result)
+            .count()
+    };
+    let mut phases_after = std::collections::BTreeMap::new();
+    for needs in report.rows.iter().filter_map(|row| row.after) {
+        *phases_after.entry(needs.phase().as_str()).or_default() += 1;
+    }
+    CaSummaryDoc {
+        nodes: report.rows.len(),
+        ok: report.ok(),
+        failed: count(CaResult::Failed),
+        rolled_back: count(CaResult::RolledBack),
+        not_run: count(CaResult::NotRun),
+        untrust_left: count(CaResult::Pending),
+        phases_after,
+    }
 }
 
 #[cfg(test)]
@@ -488,6 +522,105 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    fn ca_report() -> CaReport {
+        use crate::certs::rotate::phase::Needs;
+        let needs = |trust, reissue, untrust| Needs {
+            trust,
+            reissue,
+            untrust,
+        };
+        let row = |name: &str, before, after, done: Vec<&'static str>, result| CaRow {
+            name: name.to_owned(),
+            address: format!("{name}:8443"),
+            before: Some(before),
+            after: Some(after),
+            done,
+            old_serial: Some("0a".to_owned()),
+            new_serial: None,
+            old_trust: None,
+            new_trust: None,
+            result,
+            error: None,
+        };
+        CaReport {
+            run: report().run,
+            dry_run: false,
+            ca_dir: "old".into(),
+            new_ca_dir: "new".into(),
+            phase: None,
+            audit: Some("old/audit.jsonl".into()),
+            untrust_refused: Some("dicectl's client certificate does not verify".to_owned()),
+            rows: vec![
+                row(
+                    "node-1",
+                    needs(true, true, true),
+                    needs(false, false, true),
+                    vec!["trust", "reissue"],
+                    CaResult::Pending,
+                ),
+                CaRow {
+                    before: None,
+                    after: None,
+                    error: Some("connect: refused".to_owned()),
+                    ..row(
+                        "node-2",
+                        needs(false, false, false),
+                        needs(false, false, false),
+                        vec![],
+                        CaResult::Failed,
+                    )
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn rotate_ca_table_and_json() {
+        let report = ca_report();
+        let text = ca_table(&report, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "NODE",
+                "BEFORE",
+                "AFTER",
+                "DONE",
+                "OLD-SERIAL",
+                "NEW-SERIAL",
+                "RESULT",
+                "ERROR"
+            ]
+        );
+        assert!(
+            lines[1].starts_with("node-1  start   reissued  trust,reissue  0a"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("untrust left"), "{text}");
+        assert_eq!(
+            lines[4],
+            "phases after: 1 reissued; ok 0/2, failed 1, rolled back 0, not run 0; audit log old/audit.jsonl"
+        );
+        assert_eq!(
+            lines[5],
+            "untrust not run: dicectl's client certificate does not verify"
+        );
+
+        let value: serde_json::Value =
+            serde_json::from_str(&ca_document(&report).expect("json")).expect("parse");
+        assert_eq!(value["schema_version"], 1);
+        assert_eq!(value["command"], "certs rotate-ca");
+        assert_eq!(value["nodes"][0]["phase_before"], "start");
+        assert_eq!(
+            value["nodes"][0]["steps_left"],
+            serde_json::json!(["untrust"])
+        );
+        assert_eq!(value["nodes"][1]["phase_after"], serde_json::Value::Null);
+        assert_eq!(value["summary"]["untrust_left"], 1);
+        assert_eq!(value["summary"]["ok"], false);
+        assert_eq!(value["summary"]["phases_after"]["reissued"], 1);
     }
 
     #[test]
