@@ -17,6 +17,7 @@ use super::json::{self, RunDoc};
 use super::table::{Cell, Paint, Table};
 use super::{colour_stdout, stdout};
 use crate::args::OutputFormat;
+use crate::certs::rotate::args::Phase;
 use crate::certs::rotate::observe::CertId;
 use crate::certs::rotate::report::{RotateReport, RotateResult, RotateRow};
 use crate::certs::rotate::rollover::{CaReport, CaResult, CaRow};
@@ -214,11 +215,20 @@ pub fn rotate_ca(report: &CaReport, format: OutputFormat) -> anyhow::Result<()> 
     })
 }
 
-fn ca_result(row: &CaRow) -> String {
-    match (row.result, row.before) {
-        (CaResult::WouldRun, Some(needs)) if needs.steps().is_empty() => "nothing to do".to_owned(),
-        (CaResult::WouldRun, Some(needs)) => format!("would run {}", needs.steps().join(", ")),
-        (result, _) => result.as_str().to_owned(),
+/// The RESULT cell; a dry run names the steps that would run (those of `--phase` only, if given).
+fn ca_result(row: &CaRow, phase: Option<Phase>) -> String {
+    let Some(needs) = row.before.filter(|_| row.result == CaResult::WouldRun) else {
+        return row.result.as_str().to_owned();
+    };
+    let steps: Vec<&str> = needs
+        .steps()
+        .into_iter()
+        .filter(|step| phase.is_none_or(|phase| phase.as_str() == *step))
+        .collect();
+    if steps.is_empty() {
+        "nothing to do".to_owned()
+    } else {
+        format!("would run {}", steps.join(", "))
     }
 }
 
@@ -234,7 +244,7 @@ pub fn ca_table(report: &CaReport, colour: bool) -> String {
                 CaResult::NotRun | CaResult::Pending => Some(Paint::Yellow),
                 CaResult::WouldRun => None,
             };
-            let result = ca_result(row);
+            let result = ca_result(row, report.phase);
             vec![
                 Cell::plain(&row.name),
                 Cell::or_dash(row.before.map(|needs| needs.phase().as_str())),
@@ -379,7 +389,7 @@ pub fn ca_document(report: &CaReport) -> anyhow::Result<String> {
                 new_serial: row.new_serial.as_deref(),
                 old_trust: row.old_trust.as_deref(),
                 new_trust: row.new_trust.as_deref(),
-                result: ca_result(row),
+                result: ca_result(row, report.phase),
                 error: row.error.as_deref(),
             })
             .collect(),
@@ -621,6 +631,20 @@ mod tests {
         assert_eq!(value["summary"]["untrust_left"], 1);
         assert_eq!(value["summary"]["ok"], false);
         assert_eq!(value["summary"]["phases_after"]["reissued"], 1);
+
+        let mut dry = ca_report();
+        dry.dry_run = true;
+        dry.rows[0].result = CaResult::WouldRun;
+        assert_eq!(
+            ca_result(&dry.rows[0], None),
+            "would run trust, reissue, untrust"
+        );
+        assert_eq!(
+            ca_result(&dry.rows[0], Some(Phase::Reissue)),
+            "would run reissue"
+        );
+        dry.rows[0].before = dry.rows[0].after;
+        assert_eq!(ca_result(&dry.rows[0], Some(Phase::Trust)), "nothing to do");
     }
 
     #[test]
