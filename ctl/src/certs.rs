@@ -8,6 +8,8 @@
 //!   verifies; [`inspect_output`] shows it as text or JSON.
 //! - [`renew`](mod@renew): the same certificate with a new key, serial and validity, replaced
 //!   atomically so a watching agent rotates cleanly.
+//! - [`rotate`](mod@rotate): `certs rotate`, `rotate-ca` and `status`: new certificates and a
+//!   new CA across the fleet, keys made on the nodes, every action in an audit log.
 //! - [`ca`]: a CA directory (`ca.pem`, `ca-key.pem`, `chain.pem`); [`keys`] (from
 //!   `dice_proto`, which the agent shares): key types and key forms (PKCS#1, SEC1, PKCS#8); [`san`]: SANs; [`build`]: what every certificate
 //!   has in common; [`write`](mod@write): atomic writes, keys with mode 0600.
@@ -25,6 +27,7 @@ pub mod inspect_output;
 pub mod intermediate;
 pub mod issue;
 pub mod renew;
+pub mod rotate;
 pub mod san;
 pub mod write;
 
@@ -183,6 +186,9 @@ pub fn run(global: &GlobalArgs, command: CertsCommand) -> anyhow::Result<Outcome
             };
             renew::renew(&options, now)?.to_string()
         }
+        CertsCommand::Rotate(args) => return rotate::run(global, &args),
+        CertsCommand::RotateCa(args) => return rotate::rollover::run(global, &args),
+        CertsCommand::Status(args) => return rotate::status::run(global, &args),
         CertsCommand::Inspect(args) => {
             let options = inspect::InspectOptions {
                 files: args.files,

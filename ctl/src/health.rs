@@ -46,6 +46,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
         if_none: select::IfNone::All,
         conn: &args.conn,
         expiry_warning: args.expiry_warning,
+        extra_roots: &[],
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());

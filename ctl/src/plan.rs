@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dice_proto::pem::load_certs;
 use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
 
 use crate::args::{ConnArgs, SelectArgs};
 use crate::fleet::{self, Fleet};
@@ -32,6 +34,8 @@ pub struct Plan {
     pub expiry_warning: Duration,
     /// The fleet file used, if any.
     pub fleet: Option<PathBuf>,
+    /// dicectl's own client certificate chain, leaf first.
+    pub client_chain: Vec<CertificateDer<'static>>,
 }
 
 impl Plan {
@@ -54,6 +58,8 @@ pub struct Request<'a> {
     pub conn: &'a ConnArgs,
     /// `--expiry-warning`, for `health`.
     pub expiry_warning: Option<Duration>,
+    /// CA certificates to trust beside `--ca` (`certs rotate-ca`: the old and the new root).
+    pub extra_roots: &'a [CertificateDer<'static>],
 }
 
 /// Loads the fleet file, selects the nodes and builds the TLS configuration.
@@ -70,7 +76,9 @@ pub fn plan(request: Request<'_>) -> anyhow::Result<Plan> {
         conn.server_name.as_deref(),
     )?;
     let files = client_files(fleet.as_ref(), conn)?;
-    let tls = tls::client_config_from(&files)?;
+    let tls = tls::client_config_with_roots(&files, request.extra_roots)?;
+    // The TLS configuration above loaded the same file: it parses.
+    let client_chain = load_certs(&files.cert.path).unwrap_or_default();
     let client = fleet.as_ref().map(|fleet| &fleet.client);
     Ok(Plan {
         nodes,
@@ -85,6 +93,7 @@ pub fn plan(request: Request<'_>) -> anyhow::Result<Plan> {
             .or(client.map(|c| c.expiry_warning))
             .unwrap_or(fleet::DEFAULT_EXPIRY_WARNING),
         fleet: fleet.map(|fleet| fleet.file),
+        client_chain,
     })
 }
 
@@ -169,6 +178,7 @@ mod tests {
             if_none: select::IfNone::Refuse,
             conn,
             expiry_warning: None,
+            extra_roots: &[],
         }
     }
 

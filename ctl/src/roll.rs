@@ -32,6 +32,7 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
         if_none: select::IfNone::Refuse,
         conn: &args.conn,
         expiry_warning: None,
+        extra_roots: &[],
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());

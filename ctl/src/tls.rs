@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use dice_proto::pem::{PemError, load_certs, load_key};
 use rustls::client::Resumption;
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 /// The ALPN protocol gRPC runs over.
@@ -163,7 +164,17 @@ pub fn client_config(
 /// server name, which real fleets do not (and a benchmark must not count on);
 /// and `health` must see the certificate each node serves now.
 pub fn client_config_from(files: &ClientFiles) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let roots = load_roots(&files.ca)?;
+    client_config_with_roots(files, &[])
+}
+
+/// As [`client_config_from`], trusting `extra_roots` beside the CAs of
+/// `files.ca` (`certs rotate-ca` trusts the servers of the old and the new CA).
+pub fn client_config_with_roots(
+    files: &ClientFiles,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let mut roots = load_roots(&files.ca)?;
+    roots.add_parsable_certificates(extra_roots.iter().cloned());
     let chain = load_certs(&files.cert.path).map_err(|e| pem_error(&files.cert, &e, CERT_HINT))?;
     let private_key = load_key(&files.key.path).map_err(|e| pem_error(&files.key, &e, KEY_HINT))?;
 

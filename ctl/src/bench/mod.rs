@@ -109,6 +109,7 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Outcome> {
             if_none: select::IfNone::Refuse,
             conn: &args.conn,
             expiry_warning: None,
+            extra_roots: &[],
         })?;
         (plan.nodes, Some(plan.tls), plan.timeout)
     } else {

@@ -14,7 +14,8 @@ pub const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  done (inspect: every file is OK)
   1  inspect: a certificate is expired or not yet valid, a key does not match
-     its certificate, or a chain does not verify against --ca
+     its certificate, or a chain does not verify against --ca; rotate,
+     rotate-ca, status: a node failed, was not run or could not be reached
   2  usage error, or a file that cannot be read or used; nothing was written";
 
 /// Where `--ca-dir` files come from, shown in `issue`, `intermediate` and `renew` help.
@@ -80,6 +81,44 @@ pub enum CertsCommand {
     /// rename), so an agent watching the files rotates to the new pair
     /// without dropping a connection.
     Renew(RenewArgs),
+    /// Give every selected node a new certificate from a CA directory; keys never leave the nodes
+    ///
+    /// Per node: the agent stages a new key and sends a CSR (AdminService
+    /// PrepareCertificate); dicectl checks that the CSR names exactly the
+    /// subject and SANs the node serves, signs it with --ca-dir, installs the
+    /// chain (InstallCertificate), then checks with a fresh TLS handshake that
+    /// the node serves the new certificate and that its health check answers
+    /// SERVING. A node that fails that check is rolled back. Canaries go first,
+    /// one after another (a failed canary stops the run), then batches.
+    #[command(after_help = super::rotate::args::ROTATE_HELP)]
+    Rotate(super::rotate::args::RotateArgs),
+    /// Move every selected node from the CA in --ca-dir to the one in --new-ca-dir, in phases
+    ///
+    /// trust: every node trusts both CAs; reissue: every node serves a
+    /// certificate from the new CA (the rotate flow); untrust: every node
+    /// trusts the new CA only. Each node's phase is read from the node, so the
+    /// same command resumes an interrupted rollover.
+    #[command(after_help = rotate_ca_after_help())]
+    RotateCa(super::rotate::args::RotateCaArgs),
+    /// Show each node's certificate, the CAs it trusts, a staged key and its rollover phase
+    ///
+    /// Per node: the served subject, serial, issuer, not-after and days left,
+    /// the trusted CA fingerprints (first 12 hex digits of SHA-256), whether a
+    /// key is staged, and the phase: with --ca-dir and --new-ca-dir, start,
+    /// trusted, reissued or done; without, steady (trusts one CA, which signed
+    /// its certificate) or mixed. Nodes trusting another set of CAs than most
+    /// are flagged. Selects every fleet node by default. Exits 1 if a node
+    /// cannot be read.
+    #[command(after_help = crate::args::EXIT_STATUS)]
+    Status(super::rotate::args::StatusArgs),
+}
+
+fn rotate_ca_after_help() -> String {
+    format!(
+        "{}\n\n{}",
+        super::rotate::args::PHASES_HELP,
+        super::rotate::args::ROTATE_HELP
+    )
 }
 
 /// Flags of `dicectl certs init`.

@@ -20,7 +20,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The keys every fan-out document opens with.
 #[derive(Debug, Serialize)]
-struct RunDoc {
+pub(super) struct RunDoc {
     schema_version: u32,
     command: &'static str,
     started_at: String,
@@ -30,7 +30,7 @@ struct RunDoc {
 }
 
 impl RunDoc {
-    fn new(command: &'static str, run: &RunInfo) -> Self {
+    pub(super) fn new(command: &'static str, run: &RunInfo) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             command,
@@ -214,11 +214,11 @@ impl<'a> ErrorDoc<'a> {
     }
 }
 
-fn ms(duration: Duration) -> u64 {
+pub(super) fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn document(value: &impl Serialize) -> anyhow::Result<String> {
+pub(super) fn document(value: &impl Serialize) -> anyhow::Result<String> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     Ok(text)

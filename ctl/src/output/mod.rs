@@ -3,8 +3,11 @@
 //!
 //! - [`table`]: aligned columns, colour only on a terminal.
 //! - [`json`]: the documented JSON schema.
+//! - [`rotate`]: `certs rotate` and `certs rotate-ca`; [`status`]: `certs status`.
 
 pub mod json;
+pub mod rotate;
+pub mod status;
 pub mod table;
 
 use std::io::{self, IsTerminal as _, Write};

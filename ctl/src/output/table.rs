@@ -18,7 +18,7 @@ use crate::report::{HealthReport, HealthStatus, RollReport, describe_duration};
 
 /// A colour for a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Paint {
+pub(super) enum Paint {
     Green,
     Yellow,
     Red,
@@ -38,39 +38,39 @@ const RESET: &str = "\x1b[0m";
 
 /// One cell: its text and, maybe, its colour.
 #[derive(Debug, Clone)]
-struct Cell {
+pub(super) struct Cell {
     text: String,
     paint: Option<Paint>,
 }
 
 impl Cell {
-    fn plain(text: impl Into<String>) -> Self {
+    pub(super) fn plain(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
             paint: None,
         }
     }
 
-    fn painted(text: impl Into<String>, paint: Paint) -> Self {
+    pub(super) fn painted(text: impl Into<String>, paint: Paint) -> Self {
         Self {
             text: text.into(),
             paint: Some(paint),
         }
     }
 
-    fn or_dash(text: Option<impl Into<String>>) -> Self {
+    pub(super) fn or_dash(text: Option<impl Into<String>>) -> Self {
         Self::plain(text.map_or_else(|| "-".to_owned(), Into::into))
     }
 }
 
 /// Columns aligned on the widest cell, two spaces apart, no trailing blanks.
-struct Table {
-    headers: &'static [&'static str],
-    rows: Vec<Vec<Cell>>,
+pub(super) struct Table {
+    pub(super) headers: &'static [&'static str],
+    pub(super) rows: Vec<Vec<Cell>>,
 }
 
 impl Table {
-    fn render(&self, colour: bool) -> String {
+    pub(super) fn render(&self, colour: bool) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {
@@ -158,7 +158,7 @@ pub fn roll(report: &RollReport, colour: bool) -> String {
 }
 
 /// `["a", "a", "b"]` as `2 a, 1 b` (input sorted).
-fn counted(sorted: &[&str]) -> String {
+pub(super) fn counted(sorted: &[&str]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
