@@ -134,10 +134,11 @@ fn the_admin_api_has_no_field_for_a_private_key() {
     }
 }
 
-/// A node that is down fails the run (exit 1, the node named) while the
-/// others rotate; once it is back, the same command rotates it too.
+/// A node that is down fails the run (exit 1, the node named): the nodes
+/// before it rotate, and the run stops there (`--max-failed 0`), leaving the
+/// rest untouched. Once it is back, the same command rotates the fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_down_fails_the_run_and_the_same_command_finishes_after_its_restart() {
+async fn a_node_down_stops_the_run_and_the_same_command_finishes_after_its_restart() {
     let mut fleet = AdminFleet::start(3);
     let before: Vec<String> = fleet
         .nodes
@@ -150,35 +151,46 @@ async fn a_node_down_fails_the_run_and_the_same_command_finishes_after_its_resta
 
     let output = fleet.ctl_async(&rotate).await;
     output.assert_code(1);
-    let failed_row = output
-        .stdout
-        .lines()
-        .find(|line| line.starts_with("node-2"))
-        .unwrap_or_else(|| panic!("no row for node-2:\n{output}"));
+    let row = |name: &str| {
+        output
+            .stdout
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{output}"))
+            .to_owned()
+    };
     assert!(
-        !failed_row.contains("rotated"),
-        "node-2 was down, yet: {failed_row}"
+        row("node-1").contains("rotated"),
+        "the canary rotated:\n{output}"
     );
-    for index in [0, 2] {
-        let served = fleet.served(index, &fleet.ca.cert()).await;
-        assert_ne!(
-            served.serial, before[index],
-            "{} was up and must have rotated",
+    assert!(
+        row("node-2").contains("failed"),
+        "node-2 was down:\n{output}"
+    );
+    assert!(
+        row("node-3").contains("not run"),
+        "the run stops at the first failure:\n{output}"
+    );
+    let served = fleet.served(0, &fleet.ca.cert()).await;
+    assert_ne!(served.serial, before[0], "node-1 rotated");
+    for index in [1, 2] {
+        assert_eq!(
+            fleet.nodes[index].cert_file().summary.serial,
+            before[index],
+            "{}'s files were not touched",
             fleet.nodes[index].name
         );
     }
-    assert_eq!(
-        fleet.nodes[1].cert_file().summary.serial,
-        before[1],
-        "node-2's files were not touched"
-    );
 
     fleet.restart(1);
     let output = fleet.ctl_async(&rotate).await;
     output.assert_code(0);
-    let served = fleet.served(1, &fleet.ca.cert()).await;
-    assert_ne!(
-        served.serial, before[1],
-        "node-2 rotated once it was back:\n{output}"
-    );
+    for index in [1, 2] {
+        let served = fleet.served(index, &fleet.ca.cert()).await;
+        assert_ne!(
+            served.serial, before[index],
+            "{} rotated:\n{output}",
+            fleet.nodes[index].name
+        );
+    }
 }
