@@ -11,9 +11,11 @@ need_cargo test.sh
 # What the tests run besides the workspace's own binaries: a C compiler for
 # ring's build, openssl (RSA and SEC1 keys), the real nginx, headless Chromium
 # (the Django page), python3 with venv (grpcio and Django in .venv),
-# systemd-analyze (the unit file check) and git (the version string).
+# systemd-analyze (the unit file check), git (the version string) and chattr
+# (a read-only key folder, even for root, in the admin API's tests).
 need_packages test.sh cc=gcc openssl=openssl nginx=nginx chromium=chromium \
-    python3=python3 py:ensurepip,venv=python3-venv systemd-analyze=systemd git=git
+    python3=python3 py:ensurepip,venv=python3-venv systemd-analyze=systemd git=git \
+    chattr=e2fsprogs
 for component in rustfmt clippy; do
     cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
         rustup component add "$component" >/dev/null 2>&1 || {
