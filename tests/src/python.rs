@@ -41,8 +41,13 @@ impl PyRoll {
     }
 
     /// Presents `identity`'s certificate and key.
-    pub fn identity(mut self, identity: &Identity) -> Self {
-        self.identity = Some((identity.cert.clone(), identity.key.clone()));
+    pub fn identity(self, identity: &Identity) -> Self {
+        self.cert_key(&identity.cert, &identity.key)
+    }
+
+    /// Presents the certificate chain in `cert` with the key in `key`.
+    pub fn cert_key(mut self, cert: &Path, key: &Path) -> Self {
+        self.identity = Some((cert.to_owned(), key.to_owned()));
         self
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use dice_tests::admin::AdminFleet;
 use dice_tests::certs_cli::{CaDir, IssueSpec, Leaf, os};
+use dice_tests::python::PyRoll;
 use dice_tests::{Client, TlsClient};
 
 use super::{assert_no_rpc_failed, roll_everywhere};
@@ -227,4 +228,43 @@ async fn an_interrupted_rollover_resumes_from_where_each_node_stands() {
             node.name
         );
     }
+}
+
+/// The runbook, as the Python web app lives it: an unmodified grpcio client
+/// holding both CAs keeps rolling with its old client certificate through
+/// trust and reissue, rolls with a new one from trust on, and after untrust
+/// only the new one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_follows_the_runbook_through_a_rollover() {
+    let fleet = AdminFleet::start(1);
+    let new = CaDir::init(&fleet.dir().join("new-ca"));
+    let bundle = both_cas(&fleet, &new);
+    let web_old = IssueSpec::client("web").issue(&fleet.ca, &fleet.dir().join("web-old"));
+    let web_new = IssueSpec::client("web").issue(&new, &fleet.dir().join("web-new"));
+    let (old_dir, new_dir) = (fleet.ca.dir.clone(), new.dir.clone());
+    let addr = fleet.nodes[0].addr();
+    let python = |client: &Leaf| PyRoll::new(addr, &bundle).cert_key(&client.cert, &client.key);
+
+    python(&web_old).rolls();
+    fleet
+        .ctl_async(&rotate_ca(&old_dir, &new_dir, Some("trust")))
+        .await
+        .assert_code(0);
+    python(&web_old).rolls();
+    python(&web_new).rolls();
+    fleet
+        .ctl_async(&rotate_ca(&old_dir, &new_dir, Some("reissue")))
+        .await
+        .assert_code(0);
+    python(&web_old).rolls();
+    python(&web_new).rolls();
+
+    let operator_new = IssueSpec::client("ops").issue(&new, &fleet.dir().join("operator-new"));
+    let untrust = as_operator(
+        rotate_ca(&old_dir, &new_dir, Some("untrust")),
+        &operator_new,
+    );
+    fleet.ctl_async(&untrust).await.assert_code(0);
+    python(&web_new).rolls();
+    python(&web_old).fails_with("UNAVAILABLE");
 }
