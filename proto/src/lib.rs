@@ -4,7 +4,8 @@
 //! - [`info`]: the agent's own API, package `dice.agent.v1`: `AgentInfoService`
 //!   and `AdminService` (certificate and trust rotation).
 //! - [`FILE_DESCRIPTOR_SET`]: every proto, for gRPC server reflection.
-//! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
+//! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types,
+//!   and writes certificate chains as PEM.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
 //! - `keys` (feature `keys`): key types, key generation, PKCS#1/SEC1/PKCS#8 keys for rcgen.
