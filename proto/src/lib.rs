@@ -6,6 +6,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: every proto, for gRPC server reflection.
 //! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types,
 //!   and writes certificate chains as PEM.
+//! - [`atomic`]: replaces a file atomically (temp file, flush, rename), following symlinks.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
 //! - `keys` (feature `keys`): key types, key generation, PKCS#1/SEC1/PKCS#8 keys for rcgen.
@@ -13,6 +14,7 @@
 //! - [`clidocs`]: shell completions and man pages from the clap definitions.
 //! - `testing` (feature `testing`): a bare DiceService and mTLS server for tests.
 
+pub mod atomic;
 pub mod cert;
 pub mod clidocs;
 pub mod crypto;
