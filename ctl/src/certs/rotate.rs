@@ -46,19 +46,16 @@ use crate::certs::ca::Ca;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::RunInfo;
-use crate::{Outcome, output, runtime, select, unix_now};
+use crate::{Outcome, output, runtime, unix_now};
 
 /// Runs `dicectl certs rotate`.
 pub fn run(global: &GlobalArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
     let ca = Ca::load(&args.ca_dir, unix_now())?;
-    let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
-        if_none: select::IfNone::Refuse,
-        conn: &args.conn,
-        expiry_warning: None,
-        extra_roots: &[],
-    })?;
+    let plan = plan::plan(Request::new(
+        global.fleet.as_deref(),
+        &args.select,
+        &args.conn,
+    ))?;
     let audit = open_audit(&args.ca_dir, &plan, args.dry_run)?;
     output::plan_details(&plan, global.verbose);
     let rotator = Rotator {
@@ -252,12 +249,8 @@ mod tests {
             ..ConnArgs::default()
         };
         plan::plan(Request {
-            fleet: None,
-            select: &select,
-            if_none: select::IfNone::Refuse,
-            conn: &conn,
-            expiry_warning: None,
             extra_roots,
+            ..Request::new(None, &select, &conn)
         })
         .expect("plan")
     }

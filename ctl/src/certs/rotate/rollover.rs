@@ -142,12 +142,8 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
     };
     let extra_roots = [rollover.old.root.clone(), rollover.new.root.clone()];
     let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
-        if_none: select::IfNone::Refuse,
-        conn: &args.conn,
-        expiry_warning: None,
         extra_roots: &extra_roots,
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     let operator = operator_verifies(&plan.client_chain, &new, &args.new_ca_dir);
     if args.phase == Some(Phase::Untrust)

@@ -78,12 +78,9 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
         .flat_map(|rollover| [rollover.old.root.clone(), rollover.new.root.clone()])
         .collect();
     let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
         if_none: select::IfNone::All,
-        conn: &args.conn,
-        expiry_warning: None,
         extra_roots: &extra_roots,
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
