@@ -53,11 +53,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
         global.output.unwrap_or(OutputFormat::Table),
         global.verbose,
     )?;
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// Checks every node of `plan`, `plan.concurrency` nodes at a time.

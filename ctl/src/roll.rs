@@ -42,11 +42,7 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
             global.verbose,
         )?,
     }
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.

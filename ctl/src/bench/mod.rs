@@ -175,9 +175,5 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    Ok(if report.ok() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok()))
 }

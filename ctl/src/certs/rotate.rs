@@ -74,11 +74,7 @@ pub fn run(global: &GlobalArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
         &mut progress,
     ));
     output::rotate::rotate(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// The subject of dicectl's client certificate: the operator in the audit log.

@@ -171,11 +171,7 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
         &mut progress,
     ))?;
     output::rotate::rotate_ca(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.ok() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok()))
 }
 
 /// Whether `chain` (dicectl's client certificate) verifies under NEW as an

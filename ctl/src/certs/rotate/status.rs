@@ -87,11 +87,9 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let report =
         runtime(plan.nodes.len())?.block_on(status_all(&plan, rollover.as_ref(), &mut progress));
     output::status::status(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.reachable() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(
+        report.reachable() == report.rows.len(),
+    ))
 }
 
 /// Reads every node of `plan`.
