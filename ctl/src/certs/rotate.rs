@@ -59,12 +59,8 @@ pub fn run(global: &GlobalArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
     let audit = open_audit(&args.ca_dir, &plan, args.dry_run)?;
     output::plan_details(&plan, global.verbose);
     let rotator = Rotator {
-        tls: plan.tls.clone(),
-        timeout: plan.timeout,
-        ca: Arc::new(ca),
-        days: args.schedule.days,
         if_expires_within: args.if_expires_within,
-        audit,
+        ..Rotator::new(&plan, ca, args.schedule.days, audit)
     };
     let mut progress = Progress::stderr(plan.nodes.len());
     let report = runtime(plan.nodes.len())?.block_on(rotate_all(
@@ -148,41 +144,27 @@ pub async fn rotate_scheduled(
     let nodes = Arc::new(plan.nodes.clone());
     let work = {
         let (nodes, rotator) = (nodes.clone(), rotator.clone());
-        move |index: usize| {
-            let (nodes, rotator) = (nodes.clone(), rotator.clone());
-            async move {
-                let rotation = rotator.rotate(&nodes[index]).await;
-                let failed = !rotation.result.ok();
-                (rotation, failed)
-            }
-        }
+        move |index: usize| rotator.clone().rotate_at(nodes.clone(), index)
     };
-    let dry_run = rotator.audit.is_none();
-    let results = if dry_run {
-        let everything = batches::Schedule {
-            canaries: Vec::new(),
-            batches: vec![(0..nodes.len()).collect()],
-        };
-        batches::run(
-            &everything,
-            nodes.len(),
-            plan.concurrency,
-            usize::MAX,
-            progress,
-            work,
-        )
-        .await
+    // A dry run changes nothing: every node at once, and no stop rule.
+    let everything = batches::Schedule {
+        canaries: Vec::new(),
+        batches: vec![(0..nodes.len()).collect()],
+    };
+    let (order, max_failed) = if rotator.audit.is_none() {
+        (&everything, usize::MAX)
     } else {
-        batches::run(
-            order,
-            nodes.len(),
-            plan.concurrency,
-            max_failed,
-            progress,
-            work,
-        )
-        .await
+        (order, max_failed)
     };
+    let results = batches::run(
+        order,
+        nodes.len(),
+        plan.concurrency,
+        max_failed,
+        progress,
+        work,
+    )
+    .await;
     results
         .into_iter()
         .map(|result| result.unwrap_or_else(Rotation::not_run))
@@ -252,14 +234,12 @@ mod tests {
     }
 
     fn rotator(pki: &Pki, plan: &Plan, dry_run: bool) -> Rotator {
-        Rotator {
-            tls: plan.tls.clone(),
-            timeout: plan.timeout,
-            ca: Arc::new(Ca::load(&pki.file(""), unix_now()).expect("ca")),
-            days: 30,
-            if_expires_within: None,
-            audit: open_audit(&pki.file(""), plan, dry_run).expect("audit"),
-        }
+        Rotator::new(
+            plan,
+            Ca::load(&pki.file(""), unix_now()).expect("ca"),
+            30,
+            open_audit(&pki.file(""), plan, dry_run).expect("audit"),
+        )
     }
 
     pub(super) fn schedule(canary: usize) -> ScheduleArgs {

@@ -153,14 +153,7 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
     }
     let audit = open_audit(&args.ca_dir, &plan, args.dry_run)?;
     output::plan_details(&plan, global.verbose);
-    let rotator = Rotator {
-        tls: plan.tls.clone(),
-        timeout: plan.timeout,
-        ca: Arc::new(new),
-        days: args.schedule.days,
-        if_expires_within: None,
-        audit,
-    };
+    let rotator = Rotator::new(&plan, new, args.schedule.days, audit);
     let mut progress = Progress::stderr(plan.nodes.len());
     let report = runtime(plan.nodes.len())?.block_on(rollover_all(
         &plan,
@@ -513,14 +506,7 @@ async fn run_reissue_step(
         schedule,
         progress,
         |row| row.error.is_none() && row.after.is_some_and(|needs| needs.reissue),
-        move |index| {
-            let (nodes, rotator) = (nodes.clone(), rotator.clone());
-            async move {
-                let rotation = rotator.rotate(&nodes[index]).await;
-                let failed = !rotation.result.ok();
-                (rotation, failed)
-            }
-        },
+        move |index| rotator.clone().rotate_at(nodes.clone(), index),
     )
     .await;
     for (index, rotation) in results {
@@ -597,14 +583,8 @@ mod tests {
         let roots = [rollover.old.root.clone(), rollover.new.root.clone()];
         let plan = plan_with(old, client, &roots, agents);
         let operator = operator_verifies(&plan.client_chain, &new_ca, &new.file(""));
-        let rotator = Rotator {
-            tls: plan.tls.clone(),
-            timeout: plan.timeout,
-            ca: Arc::new(new_ca),
-            days: 30,
-            if_expires_within: None,
-            audit: super::super::open_audit(&old.file(""), &plan, false).expect("audit"),
-        };
+        let audit = super::super::open_audit(&old.file(""), &plan, false).expect("audit");
+        let rotator = Rotator::new(&plan, new_ca, 30, audit);
         rollover_all(
             &plan,
             &rollover,
