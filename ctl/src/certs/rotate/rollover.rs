@@ -122,6 +122,11 @@ impl CaReport {
                 .iter()
                 .all(|row| matches!(row.result, CaResult::Ok | CaResult::WouldRun))
     }
+
+    /// Nodes with `result`.
+    pub fn count(&self, result: CaResult) -> usize {
+        self.rows.iter().filter(|row| row.result == result).count()
+    }
 }
 
 /// Runs `dicectl certs rotate-ca`.
