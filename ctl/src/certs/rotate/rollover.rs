@@ -274,21 +274,17 @@ pub async fn rollover_all(
         }
     } else {
         let wants = |phase| args.phase.is_none_or(|asked| asked == phase);
+        let steps = Steps {
+            plan,
+            rotator,
+            schedule: &args.schedule,
+        };
         if wants(Phase::Trust) {
             let change = Change::Add(rollover.new.root.clone());
-            run_trust_step(
-                plan,
-                rotator,
-                &mut rows,
-                &args.schedule,
-                progress,
-                change,
-                |needs| needs.trust,
-            )
-            .await;
+            steps.trust(&mut rows, progress, change).await;
         }
         if wants(Phase::Reissue) {
-            run_reissue_step(plan, rotator, &mut rows, &args.schedule, progress).await;
+            steps.reissue(&mut rows, progress).await;
         }
         if wants(Phase::Untrust) {
             let behind = not_reissued(&rows);
@@ -304,16 +300,7 @@ pub async fn rollover_all(
                 Some(refusal) => untrust_refused = Some(refusal),
                 None => {
                     let change = Change::Remove(rollover.removed());
-                    run_trust_step(
-                        plan,
-                        rotator,
-                        &mut rows,
-                        &args.schedule,
-                        progress,
-                        change,
-                        |needs| needs.untrust,
-                    )
-                    .await;
+                    steps.trust(&mut rows, progress, change).await;
                 }
             }
         }
@@ -389,155 +376,155 @@ fn not_reissued(rows: &[CaRow]) -> Vec<String> {
         .collect()
 }
 
-/// Runs `work` on the rows `eligible` picks, canaries first then batches;
-/// returns each picked row's index with its result, `None` if not run.
-async fn run_on<T, F, Fut>(
-    plan: &Plan,
-    rows: &[CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-    eligible: impl Fn(&CaRow) -> bool,
-    work: F,
-) -> Vec<(usize, Option<T>)>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = (T, bool)> + Send + 'static,
-    T: Send + 'static,
-{
-    let picked: Vec<usize> = (0..rows.len()).filter(|&i| eligible(&rows[i])).collect();
-    let order = batches::schedule(picked.len(), schedule.canary, schedule.batch);
-    let indices = Arc::new(picked.clone());
-    let results = batches::run(
-        &order,
-        picked.len(),
-        plan.concurrency,
-        schedule.max_failed,
-        progress,
-        move |position| {
-            let (indices, work) = (indices.clone(), work.clone());
-            async move { work(indices[position]).await }
-        },
-    )
-    .await;
-    picked.into_iter().zip(results).collect()
+/// What the steps of a rollover share: the nodes, the rotator (NEW and the
+/// audit log), and the canaries and batches they run in.
+struct Steps<'a> {
+    plan: &'a Plan,
+    rotator: &'a Rotator,
+    schedule: &'a ScheduleArgs,
 }
 
-/// SetTrust with `change` on every healthy row whose needs `wanted` picks.
-async fn run_trust_step(
-    plan: &Plan,
-    rotator: &Rotator,
-    rows: &mut [CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-    change: Change,
-    wanted: impl Fn(Needs) -> bool,
-) {
-    let untrust = matches!(change, Change::Remove(_));
-    let nodes = Arc::new(plan.nodes.clone());
-    let (tls, timeout, audit) = (rotator.tls.clone(), rotator.timeout, rotator.audit.clone());
-    let change = Arc::new(change);
-    let results = run_on(
-        plan,
-        rows,
-        schedule,
-        progress,
-        |row| row.error.is_none() && row.after.is_some_and(&wanted),
-        move |index| {
-            let (nodes, tls, change, audit) =
-                (nodes.clone(), tls.clone(), change.clone(), audit.clone());
-            async move {
-                let step =
-                    trust::change(&nodes[index], &tls, timeout, &change, audit.as_deref()).await;
-                let failed = step.error.is_some();
-                (step, failed)
-            }
-        },
-    )
-    .await;
-    for (index, step) in results {
-        let row = &mut rows[index];
-        match step {
-            None => row.result = CaResult::NotRun,
-            Some(TrustStep {
-                error: Some(error),
-                rolled_back,
-                ..
-            }) => {
-                row.result = if rolled_back {
-                    CaResult::RolledBack
-                } else {
-                    CaResult::Failed
-                };
-                row.error = Some(error);
-            }
-            Some(step) => {
-                row.done.push(if untrust { "untrust" } else { "trust" });
-                if let Some(needs) = &mut row.after {
-                    if untrust {
-                        needs.untrust = false;
-                    } else {
-                        needs.trust = false;
+// === impl Steps ===
+
+impl Steps<'_> {
+    /// Runs `work` on the rows `eligible` picks, canaries first then batches;
+    /// returns each picked row's index with its result, `None` if not run.
+    async fn run_on<T, F, Fut>(
+        &self,
+        rows: &[CaRow],
+        progress: &mut Progress,
+        eligible: impl Fn(&CaRow) -> bool,
+        work: F,
+    ) -> Vec<(usize, Option<T>)>
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = (T, bool)> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (plan, schedule) = (self.plan, self.schedule);
+        let picked: Vec<usize> = (0..rows.len()).filter(|&i| eligible(&rows[i])).collect();
+        let order = batches::schedule(picked.len(), schedule.canary, schedule.batch);
+        let indices = Arc::new(picked.clone());
+        let results = batches::run(
+            &order,
+            picked.len(),
+            plan.concurrency,
+            schedule.max_failed,
+            progress,
+            move |position| {
+                let (indices, work) = (indices.clone(), work.clone());
+                async move { work(indices[position]).await }
+            },
+        )
+        .await;
+        picked.into_iter().zip(results).collect()
+    }
+
+    /// SetTrust with `change` on every healthy row that needs it: adding a CA
+    /// where the node still needs `trust`, removing where it needs `untrust`.
+    async fn trust(&self, rows: &mut [CaRow], progress: &mut Progress, change: Change) {
+        let (plan, rotator) = (self.plan, self.rotator);
+        let untrust = matches!(change, Change::Remove(_));
+        let wanted = |needs: Needs| if untrust { needs.untrust } else { needs.trust };
+        let nodes = Arc::new(plan.nodes.clone());
+        let (tls, timeout, audit) = (rotator.tls.clone(), rotator.timeout, rotator.audit.clone());
+        let change = Arc::new(change);
+        let results = self
+            .run_on(
+                rows,
+                progress,
+                |row| row.error.is_none() && row.after.is_some_and(wanted),
+                move |index| {
+                    let (nodes, tls, change, audit) =
+                        (nodes.clone(), tls.clone(), change.clone(), audit.clone());
+                    async move {
+                        let step =
+                            trust::change(&nodes[index], &tls, timeout, &change, audit.as_deref())
+                                .await;
+                        let failed = step.error.is_some();
+                        (step, failed)
                     }
+                },
+            )
+            .await;
+        for (index, step) in results {
+            let row = &mut rows[index];
+            match step {
+                None => row.result = CaResult::NotRun,
+                Some(TrustStep {
+                    error: Some(error),
+                    rolled_back,
+                    ..
+                }) => {
+                    row.result = if rolled_back {
+                        CaResult::RolledBack
+                    } else {
+                        CaResult::Failed
+                    };
+                    row.error = Some(error);
                 }
-                row.old_trust.get_or_insert(step.old_trust);
-                row.new_trust = Some(step.new_trust);
+                Some(step) => {
+                    row.done.push(if untrust { "untrust" } else { "trust" });
+                    if let Some(needs) = &mut row.after {
+                        if untrust {
+                            needs.untrust = false;
+                        } else {
+                            needs.trust = false;
+                        }
+                    }
+                    row.old_trust.get_or_insert(step.old_trust);
+                    row.new_trust = Some(step.new_trust);
+                }
             }
         }
     }
-}
 
-/// The rotate flow with NEW on every healthy row that needs a reissue.
-async fn run_reissue_step(
-    plan: &Plan,
-    rotator: &Rotator,
-    rows: &mut [CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-) {
-    for row in rows.iter_mut() {
-        if row.error.is_none() && row.after.is_some_and(|needs| needs.reissue && needs.trust) {
-            row.result = CaResult::Failed;
-            row.error = Some(
+    /// The rotate flow with NEW on every healthy row that needs a reissue.
+    async fn reissue(&self, rows: &mut [CaRow], progress: &mut Progress) {
+        for row in rows.iter_mut() {
+            if row.error.is_none() && row.after.is_some_and(|needs| needs.reissue && needs.trust) {
+                row.result = CaResult::Failed;
+                row.error = Some(
                 "reissue refused: the node does not trust the new CA yet (run --phase trust first)"
                     .to_owned(),
             );
-        }
-    }
-    let nodes = Arc::new(plan.nodes.clone());
-    let rotator = rotator.clone();
-    let results = run_on(
-        plan,
-        rows,
-        schedule,
-        progress,
-        |row| row.error.is_none() && row.after.is_some_and(|needs| needs.reissue),
-        move |index| rotator.clone().rotate_at(nodes.clone(), index),
-    )
-    .await;
-    for (index, rotation) in results {
-        let row = &mut rows[index];
-        let Some(Rotation {
-            new, result, error, ..
-        }) = rotation
-        else {
-            row.result = CaResult::NotRun;
-            continue;
-        };
-        match result {
-            RotateResult::Rotated => {
-                row.done.push("reissue");
-                row.new_serial = new.map(|id| id.serial);
-                if let Some(needs) = &mut row.after {
-                    needs.reissue = false;
-                }
             }
-            other => {
-                row.result = if other == RotateResult::RolledBack {
-                    CaResult::RolledBack
-                } else {
-                    CaResult::Failed
-                };
-                row.error = error.or_else(|| Some(other.as_str().to_owned()));
+        }
+        let nodes = Arc::new(self.plan.nodes.clone());
+        let rotator = self.rotator.clone();
+        let results = self
+            .run_on(
+                rows,
+                progress,
+                |row| row.error.is_none() && row.after.is_some_and(|needs| needs.reissue),
+                move |index| rotator.clone().rotate_at(nodes.clone(), index),
+            )
+            .await;
+        for (index, rotation) in results {
+            let row = &mut rows[index];
+            let Some(Rotation {
+                new, result, error, ..
+            }) = rotation
+            else {
+                row.result = CaResult::NotRun;
+                continue;
+            };
+            match result {
+                RotateResult::Rotated => {
+                    row.done.push("reissue");
+                    row.new_serial = new.map(|id| id.serial);
+                    if let Some(needs) = &mut row.after {
+                        needs.reissue = false;
+                    }
+                }
+                other => {
+                    row.result = if other == RotateResult::RolledBack {
+                        CaResult::RolledBack
+                    } else {
+                        CaResult::Failed
+                    };
+                    row.error = error.or_else(|| Some(other.as_str().to_owned()));
+                }
             }
         }
     }
