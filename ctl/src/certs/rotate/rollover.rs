@@ -141,11 +141,8 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
             args.new_ca_dir.display()
         );
     }
-    let rollover = Rollover {
-        old: CaFacts::of(&old),
-        new: CaFacts::of(&new),
-    };
-    let extra_roots = [rollover.old.root.clone(), rollover.new.root.clone()];
+    let rollover = Rollover::new(&old, &new);
+    let extra_roots = rollover.roots();
     let plan = plan::plan(Request {
         extra_roots: &extra_roots,
         ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
@@ -568,11 +565,8 @@ mod tests {
         phase: Option<Phase>,
     ) -> anyhow::Result<CaReport> {
         let (old_ca, new_ca) = (load(&old.file("")), load(&new.file("")));
-        let rollover = Rollover {
-            old: CaFacts::of(&old_ca),
-            new: CaFacts::of(&new_ca),
-        };
-        let roots = [rollover.old.root.clone(), rollover.new.root.clone()];
+        let rollover = Rollover::new(&old_ca, &new_ca);
+        let roots = rollover.roots();
         let plan = plan_with(old, client, &roots, agents);
         let operator = operator_verifies(&plan.client_chain, &new_ca, &new.file(""));
         let audit = super::super::open_audit(&old.file(""), &plan, false).expect("audit");

@@ -67,16 +67,13 @@ impl StatusReport {
 /// Runs `dicectl certs status`. Exit status 1 if a node cannot be read.
 pub fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let rollover = match (&args.ca_dir, &args.new_ca_dir) {
-        (Some(old), Some(new)) => Some(Rollover {
-            old: CaFacts::of(&Ca::load(old, unix_now())?),
-            new: CaFacts::of(&Ca::load(new, unix_now())?),
-        }),
+        (Some(old), Some(new)) => Some(Rollover::new(
+            &Ca::load(old, unix_now())?,
+            &Ca::load(new, unix_now())?,
+        )),
         _ => None,
     };
-    let extra_roots: Vec<_> = rollover
-        .iter()
-        .flat_map(|rollover| [rollover.old.root.clone(), rollover.new.root.clone()])
-        .collect();
+    let extra_roots: Vec<_> = rollover.iter().flat_map(Rollover::roots).collect();
     let plan = plan::plan(Request {
         if_none: select::IfNone::All,
         extra_roots: &extra_roots,
