@@ -201,11 +201,7 @@ pub fn run(global: &GlobalArgs, command: CertsCommand) -> anyhow::Result<Outcome
                 _ => inspect_output::text(&report),
             };
             crate::output::stdout(&text)?;
-            return Ok(if report.ok() {
-                Outcome::Success
-            } else {
-                Outcome::NodeFailed
-            });
+            return Ok(Outcome::from_all_ok(report.ok()));
         }
     };
     crate::output::stdout(&text)?;

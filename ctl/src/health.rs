@@ -41,12 +41,9 @@ use crate::{Outcome, output, runtime, select, unix_now};
 /// warning threshold, makes the outcome [`Outcome::NodeFailed`].
 pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
     let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
         if_none: select::IfNone::All,
-        conn: &args.conn,
         expiry_warning: args.expiry_warning,
-        extra_roots: &[],
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
@@ -56,11 +53,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
         global.output.unwrap_or(OutputFormat::Table),
         global.verbose,
     )?;
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// Checks every node of `plan`, `plan.concurrency` nodes at a time.

@@ -72,6 +72,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// [`Outcome::Success`] if every node was OK, else [`Outcome::NodeFailed`].
+    pub fn from_all_ok(all_ok: bool) -> Self {
+        if all_ok {
+            Self::Success
+        } else {
+            Self::NodeFailed
+        }
+    }
+
     /// The process exit status for this outcome.
     pub fn exit_code(self) -> ExitCode {
         ExitCode::from(match self {

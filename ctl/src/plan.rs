@@ -62,6 +62,21 @@ pub struct Request<'a> {
     pub extra_roots: &'a [CertificateDer<'static>],
 }
 
+impl<'a> Request<'a> {
+    /// The nodes `select` picks, reached as `conn` says: an empty selection is
+    /// refused, no `--expiry-warning`, no extra roots.
+    pub fn new(fleet: Option<&'a Path>, select: &'a SelectArgs, conn: &'a ConnArgs) -> Self {
+        Self {
+            fleet,
+            select,
+            if_none: select::IfNone::Refuse,
+            conn,
+            expiry_warning: None,
+            extra_roots: &[],
+        }
+    }
+}
+
 /// Loads the fleet file, selects the nodes and builds the TLS configuration.
 pub fn plan(request: Request<'_>) -> anyhow::Result<Plan> {
     let fleet = match fleet::locate(request.fleet) {
@@ -167,27 +182,12 @@ mod tests {
         }
     }
 
-    fn request<'a>(
-        fleet: Option<&'a Path>,
-        select: &'a SelectArgs,
-        conn: &'a ConnArgs,
-    ) -> Request<'a> {
-        Request {
-            fleet,
-            select,
-            if_none: select::IfNone::Refuse,
-            conn,
-            expiry_warning: None,
-            extra_roots: &[],
-        }
-    }
-
     #[test]
     fn ad_hoc_needs_no_fleet_file() {
         let pki = Pki::new();
         let select = select_nodes(&["127.0.0.1:8443"]);
         let conn = conn(&pki);
-        let plan = plan(request(None, &select, &conn)).expect("plan");
+        let plan = plan(Request::new(None, &select, &conn)).expect("plan");
         assert!(plan.is_single_ad_hoc());
         assert_eq!(plan.timeout, fleet::DEFAULT_TIMEOUT);
         assert_eq!(plan.concurrency, fleet::DEFAULT_CONCURRENCY);
@@ -202,7 +202,7 @@ mod tests {
             key: None,
             ..conn(&pki)
         };
-        let error = plan(request(None, &select, &partial)).expect_err("no key");
+        let error = plan(Request::new(None, &select, &partial)).expect_err("no key");
         assert_eq!(
             error.to_string(),
             "no client certificate files: missing --key (pass --ca, --cert and --key, or use a fleet file with a [client] table: --fleet FILE)"
@@ -216,7 +216,7 @@ mod tests {
         )
         .expect("write");
         let none = ConnArgs::default();
-        let error = plan(request(Some(&file), &select, &none)).expect_err("no files");
+        let error = plan(Request::new(Some(&file), &select, &none)).expect_err("no files");
         let text = error.to_string();
         assert!(
             text.ends_with("sets no client.ca, client.cert, client.key (set them in its [client] table, or pass --ca, --cert, --key)"),
@@ -236,7 +236,7 @@ mod tests {
         .expect("write");
         let select = select_nodes(&["a"]);
         let none = ConnArgs::default();
-        let from_file = plan(request(Some(&file), &select, &none)).expect("plan");
+        let from_file = plan(Request::new(Some(&file), &select, &none)).expect("plan");
         assert_eq!(from_file.timeout, Duration::from_secs(2));
         assert_eq!(from_file.concurrency, 3);
         assert_eq!(from_file.expiry_warning, Duration::from_secs(30 * 86_400));
@@ -249,10 +249,10 @@ mod tests {
             ca: Some(dir.join("missing.pem")),
             ..ConnArgs::default()
         };
-        let error = plan(request(Some(&file), &select, &flags)).expect_err("bad --ca");
+        let error = plan(Request::new(Some(&file), &select, &flags)).expect_err("bad --ca");
         assert!(error.to_string().starts_with("--ca: "), "{error}");
         let flags = ConnArgs { ca: None, ..flags };
-        let plan = plan(request(Some(&file), &select, &flags)).expect("plan");
+        let plan = plan(Request::new(Some(&file), &select, &flags)).expect("plan");
         assert_eq!(plan.timeout, Duration::from_millis(300));
         assert_eq!(plan.concurrency, 9);
     }

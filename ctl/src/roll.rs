@@ -19,21 +19,18 @@ use crate::fanout::fan_out_plan;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{Failure, RollReport, RollRow};
-use crate::{Outcome, output, runtime, select};
+use crate::{Outcome, output, runtime};
 
 /// Runs `dicectl roll`.
 ///
 /// Bad flags, an unusable fleet file or unusable TLS files are errors (nothing
 /// ran); a node that fails is a row, and makes the outcome [`Outcome::NodeFailed`].
 pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
-    let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
-        if_none: select::IfNone::Refuse,
-        conn: &args.conn,
-        expiry_warning: None,
-        extra_roots: &[],
-    })?;
+    let plan = plan::plan(Request::new(
+        global.fleet.as_deref(),
+        &args.select,
+        &args.conn,
+    ))?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
     let report = runtime(plan.nodes.len())?.block_on(roll_all(&plan, args.count, &mut progress));
@@ -45,11 +42,7 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
             global.verbose,
         )?,
     }
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.

@@ -4,7 +4,9 @@
 //! - [`info`]: the agent's own API, package `dice.agent.v1`: `AgentInfoService`
 //!   and `AdminService` (certificate and trust rotation).
 //! - [`FILE_DESCRIPTOR_SET`]: every proto, for gRPC server reflection.
-//! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types.
+//! - [`pem`]: loads PEM certificate chains, keys and CA bundles into rustls types,
+//!   and writes certificate chains as PEM.
+//! - [`atomic`]: replaces a file atomically (temp file, flush, rename), following symlinks.
 //! - [`cert`]: reads what a certificate says (subject, SANs, serial, validity).
 //! - [`crypto`]: the one rustls crypto provider both binaries use.
 //! - `keys` (feature `keys`): key types, key generation, PKCS#1/SEC1/PKCS#8 keys for rcgen.
@@ -12,6 +14,7 @@
 //! - [`clidocs`]: shell completions and man pages from the clap definitions.
 //! - `testing` (feature `testing`): a bare DiceService and mTLS server for tests.
 
+pub mod atomic;
 pub mod cert;
 pub mod clidocs;
 pub mod crypto;

@@ -1,4 +1,5 @@
-//! Loads PEM files into rustls types, with errors that name the file.
+//! Loads PEM files into rustls types, with errors that name the file, and
+//! writes certificate chains as PEM.
 //!
 //! Keys load from PKCS#1 (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) and
 //! PKCS#8 (`PRIVATE KEY`), the forms openssl, cfssl and rcgen write.
@@ -101,6 +102,15 @@ pub fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Pe
     })
 }
 
+/// PEM text of `certs`, in order (a chain: leaf first), with LF line endings.
+pub fn pem_chain<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
+    let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    certs
+        .into_iter()
+        .map(|der| ::pem::encode_config(&::pem::Pem::new("CERTIFICATE", der.to_vec()), config))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +122,19 @@ mod tests {
             error.to_string(),
             "/nonexistent/dice/cert.pem: no such file"
         );
+    }
+
+    #[test]
+    fn a_written_chain_reads_back_in_order() {
+        let certs = [
+            CertificateDer::from(vec![1, 2, 3]),
+            CertificateDer::from(vec![4, 5]),
+        ];
+        let text = pem_chain(&certs);
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"), "{text}");
+        assert!(!text.contains('\r'), "{text}");
+        let read = parse_certs(Path::new("chain.pem"), text.as_bytes()).expect("parse");
+        assert_eq!(read, certs);
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! staged key and backups sit beside that file, so every rename stays on one
 //! filesystem.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use dice_proto::atomic::{self, Step, resolve_symlink};
 use tonic::Status;
 
 /// Mode of private key files (the key, its backup and the staged key).
@@ -60,19 +61,9 @@ impl FileError {
     }
 }
 
-/// The file a symlink at `path` points at, or `path` itself.
-pub fn target(path: &Path) -> PathBuf {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
-        }
-        _ => path.to_owned(),
-    }
-}
-
 /// `suffix` appended to the name of the file `path` points at.
 pub fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = target(path).into_os_string();
+    let mut name = resolve_symlink(path).into_os_string();
     name.push(suffix);
     PathBuf::from(name)
 }
@@ -106,27 +97,22 @@ pub fn mode(path: &Path) -> Result<u32, FileError> {
 /// Replaces the file `path` points at with `contents`, created with `mode`:
 /// readers see the old file or the new one, never a part of it.
 pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
-    let target = target(path);
-    let tmp = temp_path(&target);
-    let written = create_new(&tmp, mode)
-        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()));
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(FileError::new(&target, "cannot write", error));
-    }
-    if let Err(error) = fs::rename(&tmp, &target) {
-        let _ = fs::remove_file(&tmp);
-        return Err(FileError::new(&target, "cannot replace", error));
-    }
-    sync_dir(&target);
+    atomic::write(path, contents, mode).map_err(|error| {
+        let action = match error.step {
+            Step::Create | Step::Write => "cannot write",
+            Step::Replace => "cannot replace",
+        };
+        FileError::new(&error.path, action, error.source)
+    })?;
     Ok(())
 }
 
 /// Renames `from` over the file `to` points at.
 pub fn rename_over(from: &Path, to: &Path) -> Result<(), FileError> {
-    let target = target(to);
+    let target = resolve_symlink(to);
     fs::rename(from, &target).map_err(|error| FileError::new(&target, "cannot replace", error))?;
-    sync_dir(&target);
+    // Best effort: the file itself is already on disk.
+    let _ = atomic::sync_dir(atomic::folder(&target));
     Ok(())
 }
 
@@ -138,43 +124,6 @@ pub fn remove(path: &Path) -> Result<(), FileError> {
         }
         _ => Ok(()),
     }
-}
-
-/// `DIR/.NAME.tmp`: hidden, in the same folder so the rename stays on one filesystem.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Creates `path` exclusively with `mode`, replacing a temp file a crash left behind.
-fn create_new(path: &Path, mode: u32) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-    };
-    match open() {
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(path)?;
-            open()
-        }
-        other => other,
-    }
-}
-
-/// Flushes the folder of `path` so a rename survives a crash. Best effort:
-/// the file itself is already on disk.
-fn sync_dir(path: &Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let _ = File::open(dir).and_then(|dir| dir.sync_all());
 }
 
 /// File changes that can be undone: each write, rename or removal records
@@ -189,7 +138,7 @@ pub struct Transaction {
 impl Transaction {
     /// [`write_atomically`], remembering what `path` held.
     pub fn write(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
-        let target = target(path);
+        let target = resolve_symlink(path);
         let before = read_if_exists(&target)?;
         write_atomically(&target, contents, mode)?;
         self.done.push((target, before, mode));
@@ -198,7 +147,7 @@ impl Transaction {
 
     /// [`rename_over`], remembering what both files held (`from` is a key, mode 0600).
     pub fn rename(&mut self, from: &Path, to: &Path, mode: u32) -> Result<(), FileError> {
-        let target = target(to);
+        let target = resolve_symlink(to);
         let moved = read_if_exists(from)?;
         let before = read_if_exists(&target)?;
         rename_over(from, &target)?;

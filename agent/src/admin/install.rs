@@ -7,6 +7,7 @@
 //! never reads a half-replaced pair, and sees the written files as unchanged.
 
 use dice_proto::info::InstallCertificateResponse;
+use dice_proto::pem::pem_chain;
 use tonic::Status;
 
 use super::audit::Change;
@@ -42,7 +43,7 @@ pub fn install(
         ))
     })?;
     let checked = checks::check(chain_pem, &key, &served, now)?;
-    let cert_pem = report::pem_chain(&checked.chain);
+    let cert_pem = pem_chain(&checked.chain);
 
     let current = current_bytes(profile)?;
     let (old_cert, old_key) = (current.cert().to_vec(), current.key().to_vec());

@@ -4,7 +4,7 @@
 
 use dice_proto::cert::rfc3339;
 use dice_proto::info::{ServedCertificate, TrustedCa};
-use rustls::pki_types::CertificateDer;
+use dice_proto::pem::pem_chain;
 
 use crate::tls::{CaCert, TlsMaterial};
 
@@ -43,13 +43,4 @@ pub fn fingerprints(material: &TlsMaterial) -> String {
         .map(|ca| ca.sha256.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// PEM text of `certs`, in order, with LF line endings.
-pub fn pem_chain<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    certs
-        .into_iter()
-        .map(|der| pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config))
-        .collect()
 }

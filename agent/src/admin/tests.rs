@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use dice_proto::info::admin_service_server::AdminService;
 use dice_proto::info::{PrepareCertificateRequest, RollbackTarget};
+use dice_proto::pem::pem_chain;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
@@ -16,7 +17,7 @@ use tonic::Code;
 use x509_parser::prelude::FromDer;
 
 use super::audit::Change;
-use super::{Admin, files, install, report, rollback, staged, trust};
+use super::{Admin, files, install, rollback, staged, trust};
 use crate::config::{AdminConfig, FileRef, TlsFiles};
 use crate::net::ConnInfo;
 use crate::rpc::AllowList;
@@ -94,7 +95,7 @@ impl Ca {
 }
 
 fn pem(der: &CertificateDer<'_>) -> String {
-    report::pem_chain([der])
+    pem_chain([der])
 }
 
 fn file_ref(path: PathBuf, key: &str) -> FileRef {

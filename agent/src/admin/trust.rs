@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use dice_proto::cert::CertSummary;
 use dice_proto::info::SetTrustResponse;
+use dice_proto::pem::pem_chain;
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -69,7 +70,7 @@ pub fn set_trust(
     change.old = report::fingerprints(&served);
     let current = current_bytes(profile)?;
     let old_bundle = current.client_ca().to_vec();
-    let new_bundle = report::pem_chain(&bundle);
+    let new_bundle = pem_chain(&bundle);
     let material = TlsMaterial::from_bytes(
         files,
         current.with_client_ca(new_bundle.clone().into_bytes()),

@@ -103,14 +103,11 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Outcome> {
     }
     let stripped = target::strip(&args.select);
     let (nodes, tls, timeout) = if stripped.needs_tls {
-        let plan = plan::plan(Request {
-            fleet: global.fleet.as_deref(),
-            select: &stripped.select,
-            if_none: select::IfNone::Refuse,
-            conn: &args.conn,
-            expiry_warning: None,
-            extra_roots: &[],
-        })?;
+        let plan = plan::plan(Request::new(
+            global.fleet.as_deref(),
+            &stripped.select,
+            &args.conn,
+        ))?;
         (plan.nodes, Some(plan.tls), plan.timeout)
     } else {
         let fleet = match fleet::locate(global.fleet.as_deref()) {
@@ -178,9 +175,5 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    Ok(if report.ok() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok()))
 }

@@ -6,7 +6,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 use super::keys::KeyAlgorithm;
@@ -144,15 +143,6 @@ fn base_params(subject: DistinguishedName, validity: Validity) -> CertificatePar
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params
-}
-
-/// PEM text of `certs`, in order (a chain: leaf first).
-pub fn pem_chain<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    certs
-        .into_iter()
-        .map(|der| pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config))
-        .collect()
 }
 
 #[cfg(test)]

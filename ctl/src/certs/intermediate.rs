@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use dice_proto::pem::pem_chain;
 use time::OffsetDateTime;
 
 use super::build::{self, Validity};
@@ -123,7 +124,7 @@ pub fn intermediate(
         })?;
     let issued = Issued::parse("CA", cert.der())?;
     let chain_len = 1 + parent.full_chain.len();
-    let chain = build::pem_chain(std::iter::once(cert.der()).chain(&parent.full_chain));
+    let chain = pem_chain(std::iter::once(cert.der()).chain(&parent.full_chain));
 
     write::create_dir(&options.out)?;
     let files = write::write_all(&[

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use dice_proto::cert::rfc3339;
+use dice_proto::pem::pem_chain;
 use time::OffsetDateTime;
 
 use super::build::{self, Role, Validity};
@@ -180,7 +181,7 @@ pub fn issue(options: &IssueOptions, now: OffsetDateTime) -> Result<IssueReport,
         .signed_by(&key, &ca.issuer)
         .map_err(|source| CertsError::Generate { what, source })?;
     let issued = Issued::parse(what, cert.der())?;
-    let chain = build::pem_chain(std::iter::once(cert.der()).chain(&ca.intermediates));
+    let chain = pem_chain(std::iter::once(cert.der()).chain(&ca.intermediates));
 
     write::create_dir(&options.out)?;
     let files = write::write_all(&[

@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use dice_proto::cert::CertSummary;
-use dice_proto::pem::{load_certs, load_key};
+use dice_proto::pem::{load_certs, load_key, pem_chain};
 use rcgen::string::{BmpString, UniversalString};
 use rcgen::{DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, SanType};
 use time::OffsetDateTime;
@@ -143,7 +143,7 @@ pub fn renew(options: &RenewOptions, now: OffsetDateTime) -> Result<RenewReport,
         .signed_by(&key, &ca.issuer)
         .map_err(|source| CertsError::Generate { what: role, source })?;
     let issued = Issued::parse(role, cert.der())?;
-    let pem = build::pem_chain(std::iter::once(cert.der()).chain(&ca.intermediates));
+    let pem = pem_chain(std::iter::once(cert.der()).chain(&ca.intermediates));
     let files = write::write_all(&[
         Output::key(options.key.clone(), key.serialize_pem()),
         Output::cert(options.cert.clone(), pem),

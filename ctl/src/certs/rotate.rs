@@ -46,28 +46,21 @@ use crate::certs::ca::Ca;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::RunInfo;
-use crate::{Outcome, output, runtime, select, unix_now};
+use crate::{Outcome, output, runtime, unix_now};
 
 /// Runs `dicectl certs rotate`.
 pub fn run(global: &GlobalArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
     let ca = Ca::load(&args.ca_dir, unix_now())?;
-    let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
-        if_none: select::IfNone::Refuse,
-        conn: &args.conn,
-        expiry_warning: None,
-        extra_roots: &[],
-    })?;
+    let plan = plan::plan(Request::new(
+        global.fleet.as_deref(),
+        &args.select,
+        &args.conn,
+    ))?;
     let audit = open_audit(&args.ca_dir, &plan, args.dry_run)?;
     output::plan_details(&plan, global.verbose);
     let rotator = Rotator {
-        tls: plan.tls.clone(),
-        timeout: plan.timeout,
-        ca: Arc::new(ca),
-        days: args.schedule.days,
         if_expires_within: args.if_expires_within,
-        audit,
+        ..Rotator::new(&plan, ca, args.schedule.days, audit)
     };
     let mut progress = Progress::stderr(plan.nodes.len());
     let report = runtime(plan.nodes.len())?.block_on(rotate_all(
@@ -77,11 +70,7 @@ pub fn run(global: &GlobalArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
         &mut progress,
     ));
     output::rotate::rotate(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.ok() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
 /// The subject of dicectl's client certificate: the operator in the audit log.
@@ -155,41 +144,27 @@ pub async fn rotate_scheduled(
     let nodes = Arc::new(plan.nodes.clone());
     let work = {
         let (nodes, rotator) = (nodes.clone(), rotator.clone());
-        move |index: usize| {
-            let (nodes, rotator) = (nodes.clone(), rotator.clone());
-            async move {
-                let rotation = rotator.rotate(&nodes[index]).await;
-                let failed = !rotation.result.ok();
-                (rotation, failed)
-            }
-        }
+        move |index: usize| rotator.clone().rotate_at(nodes.clone(), index)
     };
-    let dry_run = rotator.audit.is_none();
-    let results = if dry_run {
-        let everything = batches::Schedule {
-            canaries: Vec::new(),
-            batches: vec![(0..nodes.len()).collect()],
-        };
-        batches::run(
-            &everything,
-            nodes.len(),
-            plan.concurrency,
-            usize::MAX,
-            progress,
-            work,
-        )
-        .await
+    // A dry run changes nothing: every node at once, and no stop rule.
+    let everything = batches::Schedule {
+        canaries: Vec::new(),
+        batches: vec![(0..nodes.len()).collect()],
+    };
+    let (order, max_failed) = if rotator.audit.is_none() {
+        (&everything, usize::MAX)
     } else {
-        batches::run(
-            order,
-            nodes.len(),
-            plan.concurrency,
-            max_failed,
-            progress,
-            work,
-        )
-        .await
+        (order, max_failed)
     };
+    let results = batches::run(
+        order,
+        nodes.len(),
+        plan.concurrency,
+        max_failed,
+        progress,
+        work,
+    )
+    .await;
     results
         .into_iter()
         .map(|result| result.unwrap_or_else(Rotation::not_run))
@@ -252,25 +227,19 @@ mod tests {
             ..ConnArgs::default()
         };
         plan::plan(Request {
-            fleet: None,
-            select: &select,
-            if_none: select::IfNone::Refuse,
-            conn: &conn,
-            expiry_warning: None,
             extra_roots,
+            ..Request::new(None, &select, &conn)
         })
         .expect("plan")
     }
 
     fn rotator(pki: &Pki, plan: &Plan, dry_run: bool) -> Rotator {
-        Rotator {
-            tls: plan.tls.clone(),
-            timeout: plan.timeout,
-            ca: Arc::new(Ca::load(&pki.file(""), unix_now()).expect("ca")),
-            days: 30,
-            if_expires_within: None,
-            audit: open_audit(&pki.file(""), plan, dry_run).expect("audit"),
-        }
+        Rotator::new(
+            plan,
+            Ca::load(&pki.file(""), unix_now()).expect("ca"),
+            30,
+            open_audit(&pki.file(""), plan, dry_run).expect("audit"),
+        )
     }
 
     pub(super) fn schedule(canary: usize) -> ScheduleArgs {

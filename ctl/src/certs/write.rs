@@ -4,9 +4,10 @@
 //! new one, never a half-written one, and a key is never readable by others,
 //! not even briefly.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
+
+use dice_proto::atomic::{self, WriteError};
 
 use super::CertsError;
 
@@ -79,38 +80,24 @@ pub fn create_dir(dir: &Path) -> Result<(), CertsError> {
 /// their directories. Readers see each file old or new, and the window in
 /// which some are new and others old is as short as two renames.
 pub fn write_all(outputs: &[Output]) -> Result<Vec<PathBuf>, CertsError> {
-    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        let target = resolve_symlink(&output.path);
-        match stage(&target, output.contents.as_bytes(), output.mode) {
-            Ok(tmp) => staged.push((tmp, target)),
-            Err(error) => {
-                for (tmp, _) in &staged {
-                    // Best effort: the error that matters is the one being returned.
-                    let _ = fs::remove_file(tmp);
-                }
-                return Err(error);
-            }
-        }
-    }
+    // On an early return, the temp files not yet renamed are dropped, which removes them.
+    let staged = outputs
+        .iter()
+        .map(|output| atomic::stage(&output.path, output.contents.as_bytes(), output.mode))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error)?;
     let mut written = Vec::with_capacity(staged.len());
-    for (index, (tmp, target)) in staged.iter().enumerate() {
-        if let Err(source) = fs::rename(tmp, target) {
-            for (tmp, _) in &staged[index..] {
-                let _ = fs::remove_file(tmp);
-            }
-            return Err(CertsError::Io {
-                path: target.clone(),
-                action: "cannot replace",
-                source,
-            });
-        }
-        written.push(target.clone());
+    for file in staged {
+        written.push(file.commit().map_err(io_error)?);
     }
-    let mut dirs: Vec<&Path> = written.iter().filter_map(|p| p.parent()).collect();
+    let mut dirs: Vec<&Path> = written.iter().map(|path| atomic::folder(path)).collect();
     dirs.dedup();
     for dir in dirs {
-        sync_dir(dir)?;
+        atomic::sync_dir(dir).map_err(|source| CertsError::Io {
+            path: dir.to_owned(),
+            action: "cannot sync directory",
+            source,
+        })?;
     }
     Ok(outputs.iter().map(|o| o.path.clone()).collect())
 }
@@ -120,104 +107,16 @@ pub fn write_all(outputs: &[Output]) -> Result<Vec<PathBuf>, CertsError> {
 /// If `path` is a symlink (a Kubernetes-style `..data` layout), the file it
 /// points at is replaced and the link kept.
 pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertsError> {
-    let target = resolve_symlink(path);
-    let tmp = stage(&target, contents, mode)?;
-    fs::rename(&tmp, &target).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        CertsError::Io {
-            path: target.clone(),
-            action: "cannot replace",
-            source,
-        }
-    })
-}
-
-/// Writes `contents` to the temp file beside `path`, created with `mode` and
-/// flushed to disk, and returns the temp file's path.
-fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, CertsError> {
-    let io_error = |action, source| CertsError::Io {
-        path: path.to_owned(),
-        action,
-        source,
-    };
-    let tmp = temp_path(path);
-    let mut file = create_new(&tmp, mode).map_err(|source| io_error("cannot create", source))?;
-    let written = file
-        .write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| io_error("cannot write", source));
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(error);
-    }
-    Ok(tmp)
-}
-
-/// The file a symlink at `path` points at, or `path` itself.
-fn resolve_symlink(path: &Path) -> PathBuf {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
-        }
-        _ => path.to_owned(),
-    }
-}
-
-/// `DIR/.NAME.tmp`: hidden, in the same directory so the rename stays on one filesystem.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Creates `path` exclusively with `mode`, replacing a temp file left by an earlier crashed run.
-fn create_new(path: &Path, mode: u32) -> io::Result<File> {
-    match open_new(path, mode) {
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(path)?;
-            open_new(path, mode)
-        }
-        other => other,
-    }
-}
-
-#[cfg(unix)]
-fn open_new(path: &Path, mode: u32) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_new(path: &Path, _mode: u32) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
-}
-
-/// Flushes the directory so the renames survive a crash.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), CertsError> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|source| CertsError::Io {
-            path: dir.to_owned(),
-            action: "cannot sync directory",
-            source,
-        })
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), CertsError> {
+    atomic::write(path, contents, mode).map_err(io_error)?;
     Ok(())
+}
+
+fn io_error(error: WriteError) -> CertsError {
+    CertsError::Io {
+        path: error.path,
+        action: error.step.action(),
+        source: error.source,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! cell holds the error, or why a node is skipped.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use dice_proto::cert::rfc3339;
 use serde::Serialize;
@@ -110,10 +111,15 @@ pub fn summary(report: &RotateReport) -> String {
         report.count(RotateResult::RolledBack),
         report.count(RotateResult::NotRun),
     );
-    if let Some(audit) = &report.audit {
-        let _ = write!(text, "; audit log {}", audit.display());
-    }
+    text.push_str(&audit_note(report.audit.as_deref()));
     text
+}
+
+/// `; audit log DIR/audit.jsonl`, when a log was written.
+fn audit_note(audit: Option<&Path>) -> String {
+    audit.map_or_else(String::new, |audit| {
+        format!("; audit log {}", audit.display())
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -256,10 +262,7 @@ pub fn ca_table(report: &CaReport, colour: bool) -> String {
                     Some(paint) => Cell::painted(result, paint),
                     None => Cell::plain(result),
                 },
-                match &row.error {
-                    Some(error) => Cell::painted(error.clone(), Paint::Red),
-                    None => Cell::plain(""),
-                },
+                Cell::error(row.error.clone()),
             ]
         })
         .collect();
@@ -286,17 +289,9 @@ pub fn ca_table(report: &CaReport, colour: bool) -> String {
 
 /// `phases after: done 3, reissued 1; failed 1, not run 0; audit log DIR/audit.jsonl`.
 pub fn ca_summary(report: &CaReport) -> String {
-    let mut phases: Vec<&str> = (report.rows.iter())
+    let phases: Vec<&str> = (report.rows.iter())
         .filter_map(|row| row.after.map(|needs| needs.phase().as_str()))
         .collect();
-    phases.sort_unstable();
-    let count = |result| {
-        report
-            .rows
-            .iter()
-            .filter(|row| row.result == result)
-            .count()
-    };
     let mut text = format!(
         "{}: {}; ok {}/{}, failed {}, rolled back {}, not run {}",
         if report.dry_run {
@@ -309,18 +304,16 @@ pub fn ca_summary(report: &CaReport) -> String {
         } else {
             super::table::counted(&phases)
         },
-        count(CaResult::Ok) + count(CaResult::WouldRun),
+        report.count(CaResult::Ok) + report.count(CaResult::WouldRun),
         report.rows.len(),
-        count(CaResult::Failed),
-        count(CaResult::RolledBack),
-        count(CaResult::NotRun),
+        report.count(CaResult::Failed),
+        report.count(CaResult::RolledBack),
+        report.count(CaResult::NotRun),
     );
     if report.dry_run {
         text.push_str("; nothing was changed");
     }
-    if let Some(audit) = &report.audit {
-        let _ = write!(text, "; audit log {}", audit.display());
-    }
+    text.push_str(&audit_note(report.audit.as_deref()));
     text
 }
 
@@ -398,13 +391,6 @@ pub fn ca_document(report: &CaReport) -> anyhow::Result<String> {
 }
 
 fn ca_summary_doc(report: &CaReport) -> CaSummaryDoc {
-    let count = |result| {
-        report
-            .rows
-            .iter()
-            .filter(|row| row.result == result)
-            .count()
-    };
     let mut phases_after = std::collections::BTreeMap::new();
     for needs in report.rows.iter().filter_map(|row| row.after) {
         *phases_after.entry(needs.phase().as_str()).or_default() += 1;
@@ -412,10 +398,10 @@ fn ca_summary_doc(report: &CaReport) -> CaSummaryDoc {
     CaSummaryDoc {
         nodes: report.rows.len(),
         ok: report.ok(),
-        failed: count(CaResult::Failed),
-        rolled_back: count(CaResult::RolledBack),
-        not_run: count(CaResult::NotRun),
-        untrust_left: count(CaResult::Pending),
+        failed: report.count(CaResult::Failed),
+        rolled_back: report.count(CaResult::RolledBack),
+        not_run: report.count(CaResult::NotRun),
+        untrust_left: report.count(CaResult::Pending),
         phases_after,
     }
 }

@@ -59,10 +59,7 @@ pub fn table(report: &StatusReport, colour: bool) -> String {
                 } else {
                     Cell::plain("")
                 },
-                match &row.error {
-                    Some(error) => Cell::painted(error.clone(), Paint::Red),
-                    None => Cell::plain(""),
-                },
+                Cell::error(row.error.clone()),
             ]
         })
         .collect();
@@ -89,8 +86,7 @@ pub fn table(report: &StatusReport, colour: bool) -> String {
 
 /// `read 4/5; phases: 3 done, 1 reissued; 1 node trusts other CAs than the majority: node-3`.
 pub fn summary(report: &StatusReport) -> String {
-    let mut phases: Vec<&str> = report.rows.iter().filter_map(|row| row.phase).collect();
-    phases.sort_unstable();
+    let phases: Vec<&str> = report.rows.iter().filter_map(|row| row.phase).collect();
     let mut text = format!("read {}/{}", report.reachable(), report.rows.len());
     if !phases.is_empty() {
         let _ = write!(text, "; phases: {}", counted(&phases));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use dice_proto::cert::rfc3339;
 
-use crate::report::{HealthReport, HealthStatus, RollReport, describe_duration};
+use crate::report::{Failure, HealthReport, HealthStatus, RollReport, describe_duration};
 
 /// A colour for a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,14 @@ impl Cell {
 
     pub(super) fn or_dash(text: Option<impl Into<String>>) -> Self {
         Self::plain(text.map_or_else(|| "-".to_owned(), Into::into))
+    }
+
+    /// An ERROR cell: the error in red, or blank.
+    pub(super) fn error(error: Option<impl Into<String>>) -> Self {
+        match error {
+            Some(error) => Self::painted(error, Paint::Red),
+            None => Self::plain(""),
+        }
     }
 }
 
@@ -125,10 +133,7 @@ pub fn roll(report: &RollReport, colour: bool) -> String {
                 Cell::plain(&row.address),
                 Cell::or_dash((!values.is_empty()).then(|| values.join(","))),
                 Cell::plain(millis(row.latency)),
-                match &row.failure {
-                    Some(failure) => Cell::painted(failure.short(), Paint::Red),
-                    None => Cell::plain(""),
-                },
+                Cell::error(row.failure.as_ref().map(Failure::short)),
             ]
         })
         .collect();
@@ -140,10 +145,9 @@ pub fn roll(report: &RollReport, colour: bool) -> String {
 
     let total = report.rows.len();
     let ok = report.ok();
-    let mut kinds: Vec<&str> = (report.rows.iter())
+    let kinds: Vec<&str> = (report.rows.iter())
         .filter_map(|row| row.failure.as_ref().map(|f| f.kind.as_str()))
         .collect();
-    kinds.sort_unstable();
     let failed = if kinds.is_empty() {
         String::new()
     } else {
@@ -157,8 +161,10 @@ pub fn roll(report: &RollReport, colour: bool) -> String {
     out
 }
 
-/// `["a", "a", "b"]` as `2 a, 1 b` (input sorted).
-pub(super) fn counted(sorted: &[&str]) -> String {
+/// `["b", "a", "b"]` as `1 a, 2 b`: how many of each, in sorted order.
+pub(super) fn counted(items: &[&str]) -> String {
+    let mut sorted = items.to_vec();
+    sorted.sort_unstable();
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
@@ -211,10 +217,7 @@ pub fn health(report: &HealthReport, colour: bool) -> String {
                 days,
                 Cell::or_dash(row.agent.as_ref().map(|agent| agent.version.as_str())),
                 reload,
-                match &row.failure {
-                    Some(failure) => Cell::painted(failure.short(), Paint::Red),
-                    None => Cell::plain(""),
-                },
+                Cell::error(row.failure.as_ref().map(Failure::short)),
             ]
         })
         .collect();

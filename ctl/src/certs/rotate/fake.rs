@@ -17,6 +17,7 @@ use dice_proto::info::{
     RollbackRequest, RollbackResponse, RollbackTarget, ServedCertificate, SetTrustRequest,
     SetTrustResponse, TlsState, TrustedCa,
 };
+use dice_proto::pem::pem_chain;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -202,7 +203,7 @@ fn trusted_ca(der: &CertificateDer<'_>) -> TrustedCa {
         subject: summary.subject,
         sha256: sha256_hex(der),
         not_after: rfc3339(summary.not_after),
-        pem: build::pem_chain([der]),
+        pem: pem_chain([der]),
     }
 }
 

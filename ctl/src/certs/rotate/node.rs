@@ -37,6 +37,7 @@ use super::report::{RotateResult, Rotation};
 use super::sign;
 use crate::certs::ca::Ca;
 use crate::client::{self, NodeError};
+use crate::plan::Plan;
 use crate::report::describe_duration;
 use crate::select::Node;
 
@@ -58,6 +59,27 @@ pub struct Rotator {
 }
 
 impl Rotator {
+    /// A rotator signing with `ca` over `plan`'s TLS configuration and deadline,
+    /// rotating every node it is given (no `--if-expires-within`).
+    pub fn new(plan: &Plan, ca: Ca, days: u32, audit: Option<Arc<Audit>>) -> Self {
+        Self {
+            tls: plan.tls.clone(),
+            timeout: plan.timeout,
+            ca: Arc::new(ca),
+            days,
+            if_expires_within: None,
+            audit,
+        }
+    }
+
+    /// Rotates `nodes[index]`, as a [`super::batches::run`] job: the rotation,
+    /// and whether it failed (which counts towards `--max-failed`).
+    pub async fn rotate_at(self, nodes: Arc<Vec<Node>>, index: usize) -> (Rotation, bool) {
+        let rotation = self.rotate(&nodes[index]).await;
+        let failed = !rotation.result.ok();
+        (rotation, failed)
+    }
+
     /// Rotates `node`, or with no audit log (a dry run) says what it would do.
     pub async fn rotate(&self, node: &Node) -> Rotation {
         match observe::observe(&node.target, self.tls.clone(), self.timeout).await {

@@ -62,6 +62,19 @@ pub struct Rollover {
 }
 
 impl Rollover {
+    /// The rollover from the CA directory `old` to `new`.
+    pub fn new(old: &Ca, new: &Ca) -> Self {
+        Self {
+            old: CaFacts::of(old),
+            new: CaFacts::of(new),
+        }
+    }
+
+    /// OLD's and NEW's roots: dicectl trusts agents of both CAs.
+    pub fn roots(&self) -> [CertificateDer<'static>; 2] {
+        [self.old.root.clone(), self.new.root.clone()]
+    }
+
     /// The fingerprints untrust removes: OLD's CAs that are not NEW's too
     /// (an intermediate NEW may share OLD's root).
     pub fn removed(&self) -> BTreeSet<String> {
@@ -173,10 +186,7 @@ mod tests {
             tempfile::tempdir().expect("dir"),
         );
         let (old, new) = (ca(old_dir.path()), ca(new_dir.path()));
-        let rollover = Rollover {
-            old: CaFacts::of(&old),
-            new: CaFacts::of(&new),
-        };
+        let rollover = Rollover::new(&old, &new);
         let old_leaf = load_certs(&old_dir.path().join("server.pem")).expect("leaf")[0].clone();
         let new_leaf = load_certs(&new_dir.path().join("server.pem")).expect("leaf")[0].clone();
         let (old_sha, new_sha) = (sha256_hex(&old.cert), sha256_hex(&new.cert));

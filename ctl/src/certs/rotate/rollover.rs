@@ -122,6 +122,11 @@ impl CaReport {
                 .iter()
                 .all(|row| matches!(row.result, CaResult::Ok | CaResult::WouldRun))
     }
+
+    /// Nodes with `result`.
+    pub fn count(&self, result: CaResult) -> usize {
+        self.rows.iter().filter(|row| row.result == result).count()
+    }
 }
 
 /// Runs `dicectl certs rotate-ca`.
@@ -136,18 +141,11 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
             args.new_ca_dir.display()
         );
     }
-    let rollover = Rollover {
-        old: CaFacts::of(&old),
-        new: CaFacts::of(&new),
-    };
-    let extra_roots = [rollover.old.root.clone(), rollover.new.root.clone()];
+    let rollover = Rollover::new(&old, &new);
+    let extra_roots = rollover.roots();
     let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
-        if_none: select::IfNone::Refuse,
-        conn: &args.conn,
-        expiry_warning: None,
         extra_roots: &extra_roots,
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     let operator = operator_verifies(&plan.client_chain, &new, &args.new_ca_dir);
     if args.phase == Some(Phase::Untrust)
@@ -157,14 +155,7 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
     }
     let audit = open_audit(&args.ca_dir, &plan, args.dry_run)?;
     output::plan_details(&plan, global.verbose);
-    let rotator = Rotator {
-        tls: plan.tls.clone(),
-        timeout: plan.timeout,
-        ca: Arc::new(new),
-        days: args.schedule.days,
-        if_expires_within: None,
-        audit,
-    };
+    let rotator = Rotator::new(&plan, new, args.schedule.days, audit);
     let mut progress = Progress::stderr(plan.nodes.len());
     let report = runtime(plan.nodes.len())?.block_on(rollover_all(
         &plan,
@@ -175,11 +166,7 @@ pub fn run(global: &GlobalArgs, args: &RotateCaArgs) -> anyhow::Result<Outcome> 
         &mut progress,
     ))?;
     output::rotate::rotate_ca(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.ok() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(report.ok()))
 }
 
 /// Whether `chain` (dicectl's client certificate) verifies under NEW as an
@@ -284,21 +271,17 @@ pub async fn rollover_all(
         }
     } else {
         let wants = |phase| args.phase.is_none_or(|asked| asked == phase);
+        let steps = Steps {
+            plan,
+            rotator,
+            schedule: &args.schedule,
+        };
         if wants(Phase::Trust) {
             let change = Change::Add(rollover.new.root.clone());
-            run_trust_step(
-                plan,
-                rotator,
-                &mut rows,
-                &args.schedule,
-                progress,
-                change,
-                |needs| needs.trust,
-            )
-            .await;
+            steps.trust(&mut rows, progress, change).await;
         }
         if wants(Phase::Reissue) {
-            run_reissue_step(plan, rotator, &mut rows, &args.schedule, progress).await;
+            steps.reissue(&mut rows, progress).await;
         }
         if wants(Phase::Untrust) {
             let behind = not_reissued(&rows);
@@ -314,16 +297,7 @@ pub async fn rollover_all(
                 Some(refusal) => untrust_refused = Some(refusal),
                 None => {
                     let change = Change::Remove(rollover.removed());
-                    run_trust_step(
-                        plan,
-                        rotator,
-                        &mut rows,
-                        &args.schedule,
-                        progress,
-                        change,
-                        |needs| needs.untrust,
-                    )
-                    .await;
+                    steps.trust(&mut rows, progress, change).await;
                 }
             }
         }
@@ -399,162 +373,155 @@ fn not_reissued(rows: &[CaRow]) -> Vec<String> {
         .collect()
 }
 
-/// Runs `work` on the rows `eligible` picks, canaries first then batches;
-/// returns each picked row's index with its result, `None` if not run.
-async fn run_on<T, F, Fut>(
-    plan: &Plan,
-    rows: &[CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-    eligible: impl Fn(&CaRow) -> bool,
-    work: F,
-) -> Vec<(usize, Option<T>)>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = (T, bool)> + Send + 'static,
-    T: Send + 'static,
-{
-    let picked: Vec<usize> = (0..rows.len()).filter(|&i| eligible(&rows[i])).collect();
-    let order = batches::schedule(picked.len(), schedule.canary, schedule.batch);
-    let indices = Arc::new(picked.clone());
-    let results = batches::run(
-        &order,
-        picked.len(),
-        plan.concurrency,
-        schedule.max_failed,
-        progress,
-        move |position| {
-            let (indices, work) = (indices.clone(), work.clone());
-            async move { work(indices[position]).await }
-        },
-    )
-    .await;
-    picked.into_iter().zip(results).collect()
+/// What the steps of a rollover share: the nodes, the rotator (NEW and the
+/// audit log), and the canaries and batches they run in.
+struct Steps<'a> {
+    plan: &'a Plan,
+    rotator: &'a Rotator,
+    schedule: &'a ScheduleArgs,
 }
 
-/// SetTrust with `change` on every healthy row whose needs `wanted` picks.
-async fn run_trust_step(
-    plan: &Plan,
-    rotator: &Rotator,
-    rows: &mut [CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-    change: Change,
-    wanted: impl Fn(Needs) -> bool,
-) {
-    let untrust = matches!(change, Change::Remove(_));
-    let nodes = Arc::new(plan.nodes.clone());
-    let (tls, timeout, audit) = (rotator.tls.clone(), rotator.timeout, rotator.audit.clone());
-    let change = Arc::new(change);
-    let results = run_on(
-        plan,
-        rows,
-        schedule,
-        progress,
-        |row| row.error.is_none() && row.after.is_some_and(&wanted),
-        move |index| {
-            let (nodes, tls, change, audit) =
-                (nodes.clone(), tls.clone(), change.clone(), audit.clone());
-            async move {
-                let step =
-                    trust::change(&nodes[index], &tls, timeout, &change, audit.as_deref()).await;
-                let failed = step.error.is_some();
-                (step, failed)
-            }
-        },
-    )
-    .await;
-    for (index, step) in results {
-        let row = &mut rows[index];
-        match step {
-            None => row.result = CaResult::NotRun,
-            Some(TrustStep {
-                error: Some(error),
-                rolled_back,
-                ..
-            }) => {
-                row.result = if rolled_back {
-                    CaResult::RolledBack
-                } else {
-                    CaResult::Failed
-                };
-                row.error = Some(error);
-            }
-            Some(step) => {
-                row.done.push(if untrust { "untrust" } else { "trust" });
-                if let Some(needs) = &mut row.after {
-                    if untrust {
-                        needs.untrust = false;
-                    } else {
-                        needs.trust = false;
+// === impl Steps ===
+
+impl Steps<'_> {
+    /// Runs `work` on the rows `eligible` picks, canaries first then batches;
+    /// returns each picked row's index with its result, `None` if not run.
+    async fn run_on<T, F, Fut>(
+        &self,
+        rows: &[CaRow],
+        progress: &mut Progress,
+        eligible: impl Fn(&CaRow) -> bool,
+        work: F,
+    ) -> Vec<(usize, Option<T>)>
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = (T, bool)> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (plan, schedule) = (self.plan, self.schedule);
+        let picked: Vec<usize> = (0..rows.len()).filter(|&i| eligible(&rows[i])).collect();
+        let order = batches::schedule(picked.len(), schedule.canary, schedule.batch);
+        let indices = Arc::new(picked.clone());
+        let results = batches::run(
+            &order,
+            picked.len(),
+            plan.concurrency,
+            schedule.max_failed,
+            progress,
+            move |position| {
+                let (indices, work) = (indices.clone(), work.clone());
+                async move { work(indices[position]).await }
+            },
+        )
+        .await;
+        picked.into_iter().zip(results).collect()
+    }
+
+    /// SetTrust with `change` on every healthy row that needs it: adding a CA
+    /// where the node still needs `trust`, removing where it needs `untrust`.
+    async fn trust(&self, rows: &mut [CaRow], progress: &mut Progress, change: Change) {
+        let (plan, rotator) = (self.plan, self.rotator);
+        let untrust = matches!(change, Change::Remove(_));
+        let wanted = |needs: Needs| if untrust { needs.untrust } else { needs.trust };
+        let nodes = Arc::new(plan.nodes.clone());
+        let (tls, timeout, audit) = (rotator.tls.clone(), rotator.timeout, rotator.audit.clone());
+        let change = Arc::new(change);
+        let results = self
+            .run_on(
+                rows,
+                progress,
+                |row| row.error.is_none() && row.after.is_some_and(wanted),
+                move |index| {
+                    let (nodes, tls, change, audit) =
+                        (nodes.clone(), tls.clone(), change.clone(), audit.clone());
+                    async move {
+                        let step =
+                            trust::change(&nodes[index], &tls, timeout, &change, audit.as_deref())
+                                .await;
+                        let failed = step.error.is_some();
+                        (step, failed)
                     }
+                },
+            )
+            .await;
+        for (index, step) in results {
+            let row = &mut rows[index];
+            match step {
+                None => row.result = CaResult::NotRun,
+                Some(TrustStep {
+                    error: Some(error),
+                    rolled_back,
+                    ..
+                }) => {
+                    row.result = if rolled_back {
+                        CaResult::RolledBack
+                    } else {
+                        CaResult::Failed
+                    };
+                    row.error = Some(error);
                 }
-                row.old_trust.get_or_insert(step.old_trust);
-                row.new_trust = Some(step.new_trust);
+                Some(step) => {
+                    row.done.push(if untrust { "untrust" } else { "trust" });
+                    if let Some(needs) = &mut row.after {
+                        if untrust {
+                            needs.untrust = false;
+                        } else {
+                            needs.trust = false;
+                        }
+                    }
+                    row.old_trust.get_or_insert(step.old_trust);
+                    row.new_trust = Some(step.new_trust);
+                }
             }
         }
     }
-}
 
-/// The rotate flow with NEW on every healthy row that needs a reissue.
-async fn run_reissue_step(
-    plan: &Plan,
-    rotator: &Rotator,
-    rows: &mut [CaRow],
-    schedule: &ScheduleArgs,
-    progress: &mut Progress,
-) {
-    for row in rows.iter_mut() {
-        if row.error.is_none() && row.after.is_some_and(|needs| needs.reissue && needs.trust) {
-            row.result = CaResult::Failed;
-            row.error = Some(
+    /// The rotate flow with NEW on every healthy row that needs a reissue.
+    async fn reissue(&self, rows: &mut [CaRow], progress: &mut Progress) {
+        for row in rows.iter_mut() {
+            if row.error.is_none() && row.after.is_some_and(|needs| needs.reissue && needs.trust) {
+                row.result = CaResult::Failed;
+                row.error = Some(
                 "reissue refused: the node does not trust the new CA yet (run --phase trust first)"
                     .to_owned(),
             );
+            }
         }
-    }
-    let nodes = Arc::new(plan.nodes.clone());
-    let rotator = rotator.clone();
-    let results = run_on(
-        plan,
-        rows,
-        schedule,
-        progress,
-        |row| row.error.is_none() && row.after.is_some_and(|needs| needs.reissue),
-        move |index| {
-            let (nodes, rotator) = (nodes.clone(), rotator.clone());
-            async move {
-                let rotation = rotator.rotate(&nodes[index]).await;
-                let failed = !rotation.result.ok();
-                (rotation, failed)
-            }
-        },
-    )
-    .await;
-    for (index, rotation) in results {
-        let row = &mut rows[index];
-        let Some(Rotation {
-            new, result, error, ..
-        }) = rotation
-        else {
-            row.result = CaResult::NotRun;
-            continue;
-        };
-        match result {
-            RotateResult::Rotated => {
-                row.done.push("reissue");
-                row.new_serial = new.map(|id| id.serial);
-                if let Some(needs) = &mut row.after {
-                    needs.reissue = false;
+        let nodes = Arc::new(self.plan.nodes.clone());
+        let rotator = self.rotator.clone();
+        let results = self
+            .run_on(
+                rows,
+                progress,
+                |row| row.error.is_none() && row.after.is_some_and(|needs| needs.reissue),
+                move |index| rotator.clone().rotate_at(nodes.clone(), index),
+            )
+            .await;
+        for (index, rotation) in results {
+            let row = &mut rows[index];
+            let Some(Rotation {
+                new, result, error, ..
+            }) = rotation
+            else {
+                row.result = CaResult::NotRun;
+                continue;
+            };
+            match result {
+                RotateResult::Rotated => {
+                    row.done.push("reissue");
+                    row.new_serial = new.map(|id| id.serial);
+                    if let Some(needs) = &mut row.after {
+                        needs.reissue = false;
+                    }
                 }
-            }
-            other => {
-                row.result = if other == RotateResult::RolledBack {
-                    CaResult::RolledBack
-                } else {
-                    CaResult::Failed
-                };
-                row.error = error.or_else(|| Some(other.as_str().to_owned()));
+                other => {
+                    row.result = if other == RotateResult::RolledBack {
+                        CaResult::RolledBack
+                    } else {
+                        CaResult::Failed
+                    };
+                    row.error = error.or_else(|| Some(other.as_str().to_owned()));
+                }
             }
         }
     }
@@ -598,21 +565,12 @@ mod tests {
         phase: Option<Phase>,
     ) -> anyhow::Result<CaReport> {
         let (old_ca, new_ca) = (load(&old.file("")), load(&new.file("")));
-        let rollover = Rollover {
-            old: CaFacts::of(&old_ca),
-            new: CaFacts::of(&new_ca),
-        };
-        let roots = [rollover.old.root.clone(), rollover.new.root.clone()];
+        let rollover = Rollover::new(&old_ca, &new_ca);
+        let roots = rollover.roots();
         let plan = plan_with(old, client, &roots, agents);
         let operator = operator_verifies(&plan.client_chain, &new_ca, &new.file(""));
-        let rotator = Rotator {
-            tls: plan.tls.clone(),
-            timeout: plan.timeout,
-            ca: Arc::new(new_ca),
-            days: 30,
-            if_expires_within: None,
-            audit: super::super::open_audit(&old.file(""), &plan, false).expect("audit"),
-        };
+        let audit = super::super::open_audit(&old.file(""), &plan, false).expect("audit");
+        let rotator = Rotator::new(&plan, new_ca, 30, audit);
         rollover_all(
             &plan,
             &rollover,

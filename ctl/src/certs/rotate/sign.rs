@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use dice_proto::cert::{CertSummary, sha256_hex};
+use dice_proto::pem::pem_chain;
 use rcgen::CertificateSigningRequestParams;
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -88,7 +89,7 @@ pub fn sign(
     Ok(Signed {
         summary,
         sha256: sha256_hex(&der),
-        chain_pem: build::pem_chain(std::iter::once(&der).chain(&ca.intermediates)),
+        chain_pem: pem_chain(std::iter::once(&der).chain(&ca.intermediates)),
     })
 }
 

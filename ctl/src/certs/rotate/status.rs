@@ -67,34 +67,26 @@ impl StatusReport {
 /// Runs `dicectl certs status`. Exit status 1 if a node cannot be read.
 pub fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let rollover = match (&args.ca_dir, &args.new_ca_dir) {
-        (Some(old), Some(new)) => Some(Rollover {
-            old: CaFacts::of(&Ca::load(old, unix_now())?),
-            new: CaFacts::of(&Ca::load(new, unix_now())?),
-        }),
+        (Some(old), Some(new)) => Some(Rollover::new(
+            &Ca::load(old, unix_now())?,
+            &Ca::load(new, unix_now())?,
+        )),
         _ => None,
     };
-    let extra_roots: Vec<_> = rollover
-        .iter()
-        .flat_map(|rollover| [rollover.old.root.clone(), rollover.new.root.clone()])
-        .collect();
+    let extra_roots: Vec<_> = rollover.iter().flat_map(Rollover::roots).collect();
     let plan = plan::plan(Request {
-        fleet: global.fleet.as_deref(),
-        select: &args.select,
         if_none: select::IfNone::All,
-        conn: &args.conn,
-        expiry_warning: None,
         extra_roots: &extra_roots,
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
     let report =
         runtime(plan.nodes.len())?.block_on(status_all(&plan, rollover.as_ref(), &mut progress));
     output::status::status(&report, global.output.unwrap_or(OutputFormat::Table))?;
-    Ok(if report.reachable() == report.rows.len() {
-        Outcome::Success
-    } else {
-        Outcome::NodeFailed
-    })
+    Ok(Outcome::from_all_ok(
+        report.reachable() == report.rows.len(),
+    ))
 }
 
 /// Reads every node of `plan`.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use dice_proto::cert::sha256_hex;
 use dice_proto::info::admin_service_client::AdminServiceClient;
 use dice_proto::info::{RollbackRequest, RollbackTarget, SetTrustRequest, TrustedCa};
+use dice_proto::pem::pem_chain;
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::time::{Instant, timeout_at};
@@ -18,7 +19,6 @@ use tokio::time::{Instant, timeout_at};
 use super::audit::{ActionOutcome, Audit, Entry};
 use super::node::rpc_error;
 use super::observe::{self, Observed};
-use crate::certs::build;
 use crate::select::Node;
 
 /// Why a node whose info API reports no trust state for our listener is left alone:
@@ -59,7 +59,7 @@ pub fn bundle(trusted: &[TrustedCa], change: &Change) -> Result<(String, Vec<Str
         keep(&ca.sha256, &ca.pem);
     }
     if let Change::Add(der) = change {
-        keep(&sha256_hex(der), &build::pem_chain([der]));
+        keep(&sha256_hex(der), &pem_chain([der]));
     }
     if fingerprints.is_empty() {
         return Err(
