@@ -194,3 +194,21 @@ async fn a_node_down_stops_the_run_and_the_same_command_finishes_after_its_resta
         );
     }
 }
+
+/// A CA directory that cannot be used is a usage error: exit 2, no node touched.
+#[tokio::test]
+async fn an_unusable_ca_directory_exits_2_and_touches_no_node() {
+    let fleet = AdminFleet::start(1);
+    let before = std::fs::read(fleet.nodes[0].cert()).expect("read");
+    let missing = fleet.dir().join("no-such-ca");
+    let output = fleet
+        .ctl_async(os(&[&"certs", &"rotate", &"--all", &"--ca-dir", &missing]))
+        .await;
+    output.assert_code(2);
+    output.assert_stderr_contains("no-such-ca");
+    assert_eq!(std::fs::read(fleet.nodes[0].cert()).expect("read"), before);
+    assert!(
+        !fleet.nodes[0].dir.join("server-key.pem.staged").exists(),
+        "no key was staged"
+    );
+}

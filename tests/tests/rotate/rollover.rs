@@ -51,6 +51,42 @@ fn rotate_ca(old: &Path, new: &Path, phase: Option<&str>) -> Vec<OsString> {
     args
 }
 
+/// Each node's rollover phase as `dicectl certs status` reads it, in name
+/// order, as the fleet's operator or as `operator`.
+async fn phases(
+    fleet: &AdminFleet,
+    old: &Path,
+    new: &Path,
+    operator: Option<&Leaf>,
+) -> Vec<String> {
+    let mut args = os(&[
+        &"certs",
+        &"status",
+        &"--all",
+        &"--ca-dir",
+        &old,
+        &"--new-ca-dir",
+        &new,
+        &"--output",
+        &"json",
+    ]);
+    if let Some(operator) = operator {
+        args = as_operator(args, operator);
+    }
+    let output = fleet.ctl_async(&args).await;
+    output.assert_code(0);
+    let report = super::json(&output);
+    report["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| n["phase"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `args`, then `--cert` and `--key` of an operator certificate other than the fleet file's.
 fn as_operator(mut args: Vec<OsString>, leaf: &Leaf) -> Vec<OsString> {
     args.extend(os(&[&"--cert", &leaf.cert, &"--key", &leaf.key]));
@@ -67,6 +103,25 @@ async fn rotate_ca_rolls_the_fleet_over_to_a_new_ca_with_no_failed_rpc() {
     let (old_dir, new_dir) = (fleet.ca.dir.clone(), new.dir.clone());
     let old_clients = roll_everywhere(&fleet, &web_old.client(&bundle)).await;
 
+    // A dry run says what would run and changes nothing.
+    let mut dry_run = rotate_ca(&old_dir, &new_dir, None);
+    dry_run.push("--dry-run".into());
+    let plan = fleet.ctl_async(&dry_run).await;
+    plan.assert_code(0);
+    plan.assert_stdout_contains("would run trust, reissue, untrust");
+    for node in &fleet.nodes {
+        assert_eq!(
+            certs_in(&node.client_ca()),
+            1,
+            "{}: a dry run changes nothing",
+            node.name
+        );
+    }
+    assert!(
+        !old_dir.join("audit.jsonl").exists(),
+        "a dry run writes no audit record"
+    );
+
     // trust: every node trusts both CAs; a client of the new CA is served.
     fleet
         .ctl_async(&rotate_ca(&old_dir, &new_dir, Some("trust")))
@@ -80,6 +135,10 @@ async fn rotate_ca_rolls_the_fleet_over_to_a_new_ca_with_no_failed_rpc() {
             node.name
         );
     }
+    assert_eq!(
+        phases(&fleet, &old_dir, &new_dir, None).await,
+        ["trusted"; 3]
+    );
     let new_clients = roll_everywhere(&fleet, &web_new.client(&bundle)).await;
 
     // reissue: every node serves a certificate of the new CA.
@@ -143,6 +202,9 @@ async fn rotate_ca_rolls_the_fleet_over_to_a_new_ca_with_no_failed_rpc() {
         );
     }
 
+    let done = phases(&fleet, &old_dir, &new_dir, Some(&operator_new)).await;
+    assert_eq!(done, ["done"; 3]);
+
     // Nothing is left to do: the same command, without a phase, changes nothing.
     let again = as_operator(rotate_ca(&old_dir, &new_dir, None), &operator_new);
     let output = fleet.ctl_async(&again).await;
@@ -193,8 +255,20 @@ async fn an_interrupted_rollover_resumes_from_where_each_node_stands() {
         .iter()
         .map(|n| n.cert_file().summary.serial)
         .collect();
+    let status = os(&[
+        &"certs",
+        &"status",
+        &"--all",
+        &"--ca-dir",
+        &old_dir,
+        &"--new-ca-dir",
+        &new_dir,
+    ]);
+    fleet.ctl_async(&status).await.assert_code(1);
 
     fleet.restart(1);
+    let now = phases(&fleet, &old_dir, &new_dir, None).await;
+    assert_eq!(now, ["reissued", "trusted", "reissued"]);
     let output = fleet.ctl_async(&rotate_ca(&old_dir, &new_dir, None)).await;
     // node-2 is reissued now; untrust still waits for an operator certificate of the new CA.
     let served = fleet.served(1, &new.cert()).await;
