@@ -22,7 +22,9 @@ use crate::log::RpcSink;
 use crate::net::http2::{self, Server};
 use crate::net::{Bound, accept_loop};
 use crate::process::{StopSignals, ready, systemd};
-use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
+use crate::rpc::{
+    Authz, Dispatch, RateLimit, RateLimiters, RequestTimeout, RpcLog, rewrite_response,
+};
 use crate::services::{AgentState, Dice, Info};
 use crate::tls::Reloader;
 
@@ -69,10 +71,14 @@ pub async fn serve(
         }
         accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
     }
+    // Swappable at runtime: `RateLimiters::update` applies a new config's limits.
+    let rate_limits = Arc::new(RateLimiters::new(config));
     for listener in bound.listeners {
+        let rate = rate_limits.listener(&listener.config.name);
         accept_loops.spawn(accept_loop(
             listener,
             config.limits,
+            rate,
             accepted.clone(),
             stop.clone(),
         ));
@@ -98,6 +104,7 @@ pub async fn serve(
         .layer_fn(|inner| RpcLog::new(inner, rpc_sink))
         .map_response(rewrite_response)
         .layer_fn(Authz::new)
+        .layer_fn(|inner| RateLimit::new(inner, rate_limits.clone()))
         .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
     let server = Server::new(stack, http2::builder(&limits), stop.clone()).run(incoming);

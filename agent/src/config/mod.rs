@@ -13,7 +13,7 @@ use dice_proto::file_error::{Reporter, line_of};
 use raw::{RawConfig, RawListener, RawTls};
 use toml::Spanned;
 
-use crate::rpc::AllowList;
+use crate::rpc::{AllowList, Rate, RateLimits};
 
 /// Default for `limits.handshake_timeout`: how long a peer may take to finish the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +99,9 @@ pub struct ListenerConfig {
     pub trusted_proxy: bool,
     /// `allow` (mtls only): the client identities served; empty serves any verified client.
     pub allow: AllowList,
+    /// `limits.rpc_rate`, `limits.rpc_burst`, `limits.handshake_rate_per_ip`,
+    /// each from the listener's own `limits` table if set there.
+    pub rate_limits: RateLimits,
 }
 
 /// How a listener speaks.
@@ -321,6 +324,12 @@ impl Validator<'_, '_> {
         self.check_unique(&listeners, &raw);
         let log = self.log(&raw.log);
         let limits = self.limits(&raw.limits);
+        let rate_limits = self.global_rate_limits(&raw.limits);
+        if let Some(global) = rate_limits {
+            for listener in &mut listeners {
+                listener.rate_limits = global.overridden_by(listener.rate_limits);
+            }
+        }
         let grace_period = self.duration(
             raw.shutdown.grace_period.as_ref(),
             "shutdown.grace_period",
@@ -364,6 +373,7 @@ impl Validator<'_, '_> {
             limits: limits?,
             grace_period: grace_period?,
         })
+        .filter(|_| rate_limits.is_some())
     }
 
     fn listener(
@@ -474,12 +484,14 @@ impl Validator<'_, '_> {
                 ),
             );
         }
+        let rate_limits = self.listener_rate_limits(index, raw, mode.as_ref());
         Some(ListenerConfig {
             name: name?,
             address: address?,
             mode: mode?,
             trusted_proxy,
             allow: AllowList::new(allow),
+            rate_limits: rate_limits?,
         })
     }
 
@@ -781,6 +793,89 @@ impl Validator<'_, '_> {
             keepalive_timeout: keepalive_timeout?,
             idle_timeout: idle_timeout?,
         })
+    }
+
+    /// `[limits]`'s rate keys.
+    fn global_rate_limits(&mut self, raw: &raw::RawLimits) -> Option<RateLimits> {
+        let rpc_rate = self.rate(raw.rpc_rate.as_ref(), "limits.rpc_rate");
+        let rpc_burst = self.burst(raw.rpc_burst.as_ref(), "limits.rpc_burst");
+        let handshake = self.rate(
+            raw.handshake_rate_per_ip.as_ref(),
+            "limits.handshake_rate_per_ip",
+        );
+        Some(RateLimits {
+            rpc_rate: rpc_rate?,
+            rpc_burst: rpc_burst?,
+            handshake_rate_per_ip: handshake?,
+        })
+    }
+
+    /// A listener's `limits` table: its own rate keys, merged over `[limits]` later.
+    fn listener_rate_limits(
+        &mut self,
+        index: usize,
+        raw: &RawListener,
+        mode: Option<&Mode>,
+    ) -> Option<RateLimits> {
+        let Some(table) = &raw.limits else {
+            return Some(RateLimits::default());
+        };
+        let key = |field: &str| format!("listeners[{index}].limits.{field}");
+        let rpc_rate = self.rate(table.rpc_rate.as_ref(), &key("rpc_rate"));
+        let rpc_burst = self.burst(table.rpc_burst.as_ref(), &key("rpc_burst"));
+        let handshake = self.rate(
+            table.handshake_rate_per_ip.as_ref(),
+            &key("handshake_rate_per_ip"),
+        );
+        if let (Some(rate), Some(Mode::H2c)) = (&table.handshake_rate_per_ip, mode) {
+            self.report.error(
+                Some(rate.span().start),
+                key("handshake_rate_per_ip"),
+                "applies to mtls listeners only: an h2c listener does no TLS handshakes",
+                Some("remove it from this listener, or limit connections at the proxy"),
+            );
+        }
+        Some(RateLimits {
+            rpc_rate: rpc_rate?,
+            rpc_burst: rpc_burst?,
+            handshake_rate_per_ip: handshake?,
+        })
+    }
+
+    fn rate(&mut self, raw: Option<&Spanned<String>>, key: &str) -> Option<Option<Rate>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        match Rate::parse(raw.get_ref()) {
+            Ok(rate) => Some(Some(rate)),
+            Err(error) => {
+                self.report.error(
+                    Some(raw.span().start),
+                    key,
+                    format!("not a rate: \"{}\": {error}", raw.get_ref()),
+                    Some("write a count per unit, such as \"50/s\", \"3000/m\" or \"10/h\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn burst(&mut self, raw: Option<&Spanned<i64>>, key: &str) -> Option<Option<u32>> {
+        let Some(n) = raw else {
+            return Some(None);
+        };
+        match u32::try_from(*n.get_ref()) {
+            Ok(n) if n > 0 => Some(Some(n)),
+            _ => {
+                self.report.error(
+                    Some(n.span().start),
+                    key,
+                    format!("must be a positive number, not {}", n.get_ref()),
+                    Some("the default is the rate per second, at least 1"),
+                );
+                None
+            }
+        }
     }
 
     fn count(&mut self, raw: Option<&Spanned<i64>>, key: &str, default: usize) -> Option<usize> {

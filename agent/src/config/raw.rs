@@ -73,6 +73,16 @@ pub struct RawListener {
     pub trusted_proxy: Option<Spanned<bool>>,
     pub allow: Option<Spanned<Vec<String>>>,
     pub tls: Option<RawTls>,
+    pub limits: Option<RawRateLimits>,
+}
+
+/// A listener's `limits` table: its overrides of the rate limit keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub rpc_rate: Option<Spanned<String>>,
+    pub rpc_burst: Option<Spanned<i64>>,
+    pub handshake_rate_per_ip: Option<Spanned<String>>,
 }
 
 /// `[log]`.
@@ -96,6 +106,9 @@ pub struct RawLimits {
     pub keepalive_interval: Option<Spanned<String>>,
     pub keepalive_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub rpc_rate: Option<Spanned<String>>,
+    pub rpc_burst: Option<Spanned<i64>>,
+    pub handshake_rate_per_ip: Option<Spanned<String>>,
 }
 
 /// `[shutdown]`.

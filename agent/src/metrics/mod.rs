@@ -1,5 +1,5 @@
 //! Prometheus metrics: RPCs by method and status, RPC latency, open
-//! connections, TLS handshakes by outcome, certificate expiry, reloads, admin
+//! connections, TLS handshakes by outcome, rate limit refusals, certificate expiry, reloads, admin
 //! API requests and build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
@@ -64,6 +64,14 @@ pub const HANDSHAKE_OUTCOMES: [&str; 8] = [
 ];
 
 /// Labels of a certificate gauge.
+/// Labels of the rate limit metrics: by listener, never by client identity.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RateLimitLabels {
+    pub listener: String,
+    /// `rpc` or `handshake`.
+    pub kind: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CertLabels {
     /// The certificate file.
@@ -108,6 +116,10 @@ pub(crate) struct Metrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     /// `dice_admin_requests_total{action,outcome}`.
     pub admin_requests: Family<AdminLabels, Counter>,
+    /// `dice_rate_limited_total{listener,kind}`.
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    /// `dice_rate_limit_tracked_keys{listener,kind}`.
+    pub rate_limit_tracked: Family<RateLimitLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -118,6 +130,28 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Registers `metric` as `name` with `help`, and returns it for [`Metrics`] to keep.
+/// `dice_rate_limited_total` and `dice_rate_limit_tracked_keys`.
+fn rate_limit_families(
+    registry: &mut Registry,
+) -> (
+    Family<RateLimitLabels, Counter>,
+    Family<RateLimitLabels, Gauge>,
+) {
+    let limited = registered(
+        registry,
+        "rate_limited",
+        "RPCs and connections refused by a rate limit, by listener and kind (rpc, handshake)",
+        Family::default(),
+    );
+    let tracked = registered(
+        registry,
+        "rate_limit_tracked_keys",
+        "Client identities or addresses a rate limiter tracks, by listener and kind",
+        Family::default(),
+    );
+    (limited, tracked)
+}
+
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
     metric
@@ -168,6 +202,7 @@ impl Metrics {
             "Admin API requests, by action and outcome",
             Family::default(),
         );
+        let (rate_limited, rate_limit_tracked) = rate_limit_families(&mut registry);
         registry.register(
             "build",
             "The agent's version and git commit",
@@ -194,6 +229,8 @@ impl Metrics {
             cert_not_after,
             reloads,
             admin_requests,
+            rate_limited,
+            rate_limit_tracked,
         }
     }
 

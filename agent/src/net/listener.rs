@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::conn::{Activity, Conn, ConnInfo};
+use super::handshake_rate::HandshakeGate;
 use crate::config::{Limits, ListenerConfig};
 use crate::metrics::HandshakeLabels;
-use crate::rpc::AllowList;
+use crate::rpc::{AllowList, ListenerLimiter};
 use crate::tls::ClientIdentity;
 use crate::tls::TlsProfile;
 
@@ -44,9 +45,11 @@ impl BoundListener {
 }
 
 /// Accepts connections until `shutdown`, handing each finished one to `conns`.
+/// On mTLS listeners, `rate` limits new connections per source IP.
 pub async fn accept_loop(
     bound: BoundListener,
     limits: Limits,
+    rate: Arc<ListenerLimiter>,
     conns: mpsc::Sender<Conn>,
     shutdown: CancellationToken,
 ) {
@@ -54,6 +57,7 @@ pub async fn accept_loop(
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let allow = Arc::new(bound.config.allow.clone());
+    let mut gate = HandshakeGate::new(rate);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -74,6 +78,9 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if bound.tls.is_some() && !gate.admit(peer) {
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(target: TARGET, listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
             continue;

@@ -4,6 +4,7 @@
 
 mod bind;
 mod conn;
+mod handshake_rate;
 pub(crate) mod http2;
 mod listener;
 

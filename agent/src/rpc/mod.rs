@@ -1,12 +1,13 @@
 //! What happens to each RPC: the tower layers around the services (one log
 //! line per RPC, `RESOURCE_EXHAUSTED` for oversize messages, per-listener
-//! allow lists, the request timeout) and the dispatch to the gRPC services.
+//! allow lists, per-client rate limits, the request timeout) and the dispatch to the gRPC services.
 
 mod authz;
 mod dispatch;
 mod headers;
 mod log;
 mod message_limit;
+mod rate_limit;
 mod request_timeout;
 
 pub use authz::AllowList;
@@ -14,4 +15,6 @@ pub(crate) use authz::Authz;
 pub(crate) use dispatch::Dispatch;
 pub(crate) use log::RpcLog;
 pub(crate) use message_limit::rewrite_response;
+pub(crate) use rate_limit::{ListenerLimiter, RateLimit, RateLimiters};
+pub use rate_limit::{Rate, RateLimits};
 pub(crate) use request_timeout::RequestTimeout;
