@@ -15,6 +15,8 @@
 //!   [`abuse`] keeps a good client rolling and watches the agent's memory while a test
 //!   abuses it; [`h2raw`] builds HTTP/2 frames by hand; [`secrets`] looks for
 //!   private key material in logs and `Debug` output.
+//! - [`rate`] runs clients from a second loopback address, as a trusted
+//!   proxy's client, and counts handshakes per second, for the rate limits.
 //! - [`metrics`] scrapes the agent's `/metrics` and parses the OpenMetrics text strictly.
 //! - [`admin`] runs a fleet of agents with the admin API on, their certificates
 //!   from a CA directory, for `dicectl certs rotate` and `rotate-ca`.
@@ -62,6 +64,7 @@ pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod python;
+pub mod rate;
 pub mod reuse;
 pub mod rotation;
 pub mod rpc_log;

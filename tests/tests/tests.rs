@@ -19,6 +19,7 @@ mod mtls;
 mod nginx;
 mod operate;
 mod python;
+mod rate;
 mod reload;
 mod revocation;
 mod rotate;
