@@ -21,27 +21,33 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// RPCs the flooding client sends, one after another, as fast as it can.
-const FLOOD_RPCS: usize = 60;
+/// How long the flooding client sends RPCs, one after another, a few
+/// milliseconds apart: longer than the calm client's RPCs take.
+const FLOOD_FOR: Duration = Duration::from_millis(2_800);
+
+/// The pause between two of the flooding client's RPCs: 200 per second.
+const FLOOD_PAUSE: Duration = Duration::from_millis(5);
 
 /// The calm client's RPCs, and the pause between two: 2.5 per second, half a
 /// 5/s limit.
 const CALM_RPCS: usize = 6;
 const CALM_PAUSE: Duration = Duration::from_millis(400);
 
-/// Sends `FLOOD_RPCS` RPCs through `roll` at once; returns the refusals.
+/// Sends RPCs through `roll` for `FLOOD_FOR`, far over the limit; returns the refusals.
 async fn flood<F, Fut>(roll: F) -> Vec<Status>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<i32, Status>>,
 {
     let mut refused = Vec::new();
-    for _ in 0..FLOOD_RPCS {
+    let started = std::time::Instant::now();
+    while started.elapsed() < FLOOD_FOR {
         match roll().await {
             Ok(_) => {}
             Err(status) if status.code() == Code::ResourceExhausted => refused.push(status),
             Err(status) => panic!("the flooding client got an unexpected error: {status:?}"),
         }
+        tokio::time::sleep(FLOOD_PAUSE).await;
     }
     refused
 }
@@ -63,7 +69,7 @@ where
 fn assert_refusals_name_the_limit(refused: &[Status], client: &str, limit: &str) {
     assert!(
         !refused.is_empty(),
-        "a client sending {FLOOD_RPCS} RPCs at once over {limit} got no RESOURCE_EXHAUSTED"
+        "a client sending 200 RPCs per second over {limit} got no RESOURCE_EXHAUSTED"
     );
     let message = refused[0].message();
     for needle in ["rate limit: client", client, limit, "retry later"] {
