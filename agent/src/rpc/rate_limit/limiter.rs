@@ -214,3 +214,41 @@ impl RateLimiters {
         listeners.iter().find(|l| *l.name == *name).map(|l| f(l))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(limits: &str) -> Config {
+        let text = format!(
+            "[node]\nname = \"n\"\n[limits]\n{limits}\n[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\nmode = \"h2c\"\n"
+        );
+        crate::config::parse(Path::new("/etc/dice/node.toml"), &text).expect("valid config")
+    }
+
+    #[test]
+    fn an_update_changes_the_rate_of_a_running_limiter() {
+        let limiters = RateLimiters::new(&config(""));
+        assert!(!limiters.any_rpc());
+        let a = limiters.listener("a");
+        let key = a.identity_key(b"CN=web");
+        assert!((0..100).all(|_| a.rpc.admit(key)), "no limit: all admitted");
+
+        limiters.update(&config("rpc_rate = \"2/s\""));
+        assert!(limiters.any_rpc());
+        // The same limiter, now with a burst of 2.
+        assert!(Arc::ptr_eq(&a, &limiters.listener("a")));
+        assert!(a.rpc.admit(key) && a.rpc.admit(key));
+        assert!(!a.rpc.admit(key));
+        assert!(
+            a.rpc.admit(a.identity_key(b"CN=other")),
+            "another client has its own bucket"
+        );
+
+        limiters.update(&config(""));
+        assert!(!limiters.any_rpc());
+        assert!(a.rpc.admit(key), "the limit is lifted");
+    }
+}
