@@ -8,7 +8,9 @@
 # `dicectl bench` without valgrind, each configuration measured twice,
 # interleaved.
 #
-# DICE_BENCH_SECS=S measured seconds per run (default 4). Needs valgrind
+# DICE_BENCH_SECS=S measured seconds per run (default 4). DICE_AGENT_BASE=BIN
+# adds a row for another agent binary (say, one built before the limiter)
+# without limits. Needs valgrind
 # (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,8 +51,10 @@ write_config "limit" 'rpc_rate = "1000000/s"'
 start() {
     local name="$1"
     shift
+    local agent="$bin/dice-agent" config="$name"
+    if [ "$name" = base ]; then agent="$DICE_AGENT_BASE" config=no-limit; fi
     rm -f "$work/ready"
-    "$@" "$bin/dice-agent" --config "$work/$name.toml" --ready-file "$work/ready" \
+    "$@" "$agent" --config "$work/$config.toml" --ready-file "$work/ready" \
         2>"$work/$name.log" >/dev/null &
     pid=$!
     for _ in $(seq 600); do [ -s "$work/ready" ] && break; sleep 0.1; done
@@ -99,11 +103,11 @@ throughput() {
     printf "%-9s %10.0f requests per second\n" "$name" "$(field requests_per_sec <<<"$out")"
 }
 
+runs=(no-limit limit)
+if [ -n "${DICE_AGENT_BASE:-}" ]; then runs=(base no-limit limit); fi
 for round in 1 2; do
-    instructions no-limit
-    instructions limit
+    for name in "${runs[@]}"; do instructions "$name"; done
 done
 for round in 1 2; do
-    throughput no-limit
-    throughput limit
+    for name in "${runs[@]}"; do throughput "$name"; done
 done
