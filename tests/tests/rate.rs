@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dice_tests::abuse::{sample, scrape};
+use dice_tests::abuse::{Rss, sample, scrape};
 use dice_tests::heavy::many_connections;
 use dice_tests::process::check_config;
 use dice_tests::rate::{
@@ -161,6 +161,57 @@ async fn a_plain_h2c_listener_limits_by_peer_ip() {
         &refused,
         "client 127.0.0.1 ",
         "limits.rpc_rate = 5/s (burst 3)",
+    );
+}
+
+// === bounded memory ===
+
+/// Distinct proxied identities sent: more than the limiter's 100,000 keys.
+const IDENTITIES: usize = 120_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_identities_than_the_table_holds_keep_memory_bounded() {
+    let _heavy = many_connections().await;
+    let config = AgentConfig::new("rate-node")
+        .listener(ListenerConfig::h2c("proxied").trusted_proxy())
+        .limit("rpc_rate", "\"1/h\"")
+        .log_level("warn")
+        .extra("[metrics]\naddress = \"127.0.0.1:0\"");
+    let agent = Agent::spawn(&config);
+    let channel = Client::h2c(agent.addr("proxied"))
+        .await
+        .expect("connect")
+        .channel();
+    // Warm up, so the baseline includes the connection's buffers.
+    roll_as(&channel, Some("CN=warm-up"))
+        .await
+        .expect("warm-up roll");
+    let before = Rss::of(agent.pid());
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..32 {
+        let channel = channel.clone();
+        tasks.spawn(async move {
+            for n in (task..IDENTITIES).step_by(32) {
+                // Each identity's first RPC is within its burst of 1.
+                if let Err(status) = roll_as(&channel, Some(&format!("CN=client-{n}"))).await {
+                    panic!("identity {n}'s first RPC failed: {status:?}");
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a client task");
+    }
+    let tracked = metric(&agent, "dice_rate_limit_tracked_keys", "proxied", "rpc").await;
+    assert!(
+        (90_000.0..=100_100.0).contains(&tracked),
+        "after {IDENTITIES} identities the limiter should hold about its cap of 100,000 keys, not {tracked}"
+    );
+    let after = Rss::of(agent.pid());
+    let grown_mib = after.now_kib.saturating_sub(before.now_kib) / 1024;
+    assert!(
+        grown_mib <= 24,
+        "the agent grew by {grown_mib} MiB for {IDENTITIES} identities ({before:?} -> {after:?})"
     );
 }
 
