@@ -100,21 +100,23 @@ pub async fn run(
             "serving certificate"
         );
     }
+    let live = Arc::new(config::LiveConfig::new(config.clone()));
     let state = Arc::new(services::AgentState {
-        node: config.node_name.clone(),
+        live: live.clone(),
         profiles: bound
             .listeners
             .iter()
             .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
             .collect(),
         last_reload: Mutex::new(Default::default()),
-        admin_enabled: config.admin.is_some(),
+        last_config_reload: Mutex::new(None),
     });
     let served: Vec<_> = profiles.values().cloned().collect();
     let reloader = tls::Reloader::new(
         profiles.into_values().collect(),
         state.clone(),
         config.reload,
+        config::ConfigReload::new(live, state.clone()),
     )
     .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
     // Daily expiry warnings, for as long as the server runs.

@@ -20,7 +20,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::log::RpcSink;
 use crate::net::http2::{self, Server};
-use crate::net::{Bound, accept_loop};
+use crate::net::{Bound, Connections, accept_loop, watch_and_recheck};
 use crate::process::{StopSignals, ready, systemd};
 use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
 use crate::services::{AgentState, Dice, Info};
@@ -69,18 +69,26 @@ pub async fn serve(
         }
         accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
     }
+    let live = state.live.clone();
     for listener in bound.listeners {
         accept_loops.spawn(accept_loop(
             listener,
-            config.limits,
+            live.clone(),
             accepted.clone(),
             stop.clone(),
         ));
     }
     drop(accepted);
     let reload_task = tokio::spawn(reloader.run(stop.clone()));
+    let connections = Arc::new(Connections::default());
+    let recheck_task = tokio::spawn(watch_and_recheck(
+        connections.clone(),
+        state.profiles.clone(),
+        live.clone(),
+        stop.clone(),
+    ));
 
-    let admin = AdminServiceServer::new(Admin::new(state.clone(), config.admin.clone()))
+    let admin = AdminServiceServer::new(Admin::new(state.clone()))
         .max_decoding_message_size(limits.max_message_bytes.max(ADMIN_MIN_MESSAGE_BYTES));
     let mut others = tonic::service::Routes::builder();
     others
@@ -100,7 +108,14 @@ pub async fn serve(
         .layer_fn(Authz::new)
         .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = Server::new(stack, http2::builder(&limits), stop.clone()).run(incoming);
+    let server = Server::new(
+        stack,
+        http2::builder(&limits),
+        stop.clone(),
+        connections,
+        live.clone(),
+    )
+    .run(incoming);
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {
@@ -119,7 +134,12 @@ pub async fn serve(
             };
         }
     };
-    info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
+    let grace_period = live.current().grace_period;
+    info!(
+        signal,
+        ?grace_period,
+        "stopping: refusing new connections, draining in-flight RPCs"
+    );
     systemd::stopping();
     health.set_not_serving::<DiceServiceServer<Dice>>().await;
     health
@@ -129,12 +149,16 @@ pub async fn serve(
     while accept_loops.join_next().await.is_some() {}
     // The reloader only waits on timers and events; it stops at once.
     let _ = reload_task.await;
-    match tokio::time::timeout(config.grace_period, &mut server).await {
+    let _ = recheck_task.await;
+    match tokio::time::timeout(grace_period, &mut server).await {
         Ok(Ok(())) => info!("stopped"),
         Ok(Err(error)) => return Err(error).context("the gRPC server task failed while draining"),
         Err(_) => {
             server.abort();
-            warn!(grace_period = ?config.grace_period, "grace period ran out; stopping with RPCs still in flight");
+            warn!(
+                ?grace_period,
+                "grace period ran out; stopping with RPCs still in flight"
+            );
         }
     }
     Ok(())

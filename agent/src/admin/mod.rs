@@ -42,7 +42,6 @@ use dice_proto::keys::KeyType;
 use rustls::pki_types::CertificateDer;
 use tonic::{Request, Response, Status};
 
-use crate::config::AdminConfig;
 use crate::net::ConnInfo;
 use crate::services::AgentState;
 use crate::tls::TlsProfile;
@@ -58,7 +57,6 @@ const TARGET: &str = "dice_agent::admin";
 #[derive(Debug)]
 pub struct Admin {
     state: Arc<AgentState>,
-    config: Option<AdminConfig>,
     /// Held for the whole of each operation, until its blocking work ends
     /// (even if the RPC was given up on): one at a time.
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
@@ -75,11 +73,11 @@ struct Call {
 }
 
 impl Admin {
-    /// Serves the listeners of `state`, to the callers `config` allows.
-    pub fn new(state: Arc<AgentState>, config: Option<AdminConfig>) -> Self {
+    /// Serves the listeners of `state`, to the callers that `[admin]` of
+    /// the config in force (read at each call) allows.
+    pub fn new(state: Arc<AgentState>) -> Self {
         Self {
             state,
-            config,
             one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -113,7 +111,8 @@ impl Admin {
             listener.to_owned()
         };
         audit.listener = name.clone();
-        let Some(config) = &self.config else {
+        let live = self.state.live.current();
+        let Some(config) = &live.admin else {
             return Err(Status::permission_denied(
                 "admin RPCs are off on this node: its config has no [admin] table",
             ));

@@ -77,6 +77,24 @@ pub(crate) struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the closed-connections counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClosedLabels {
+    /// The listener's name.
+    pub listener: String,
+    /// `revoked`, `untrusted_ca`, `expired`, `not_allowed` or `invalid`.
+    pub reason: &'static str,
+}
+
+/// Every `reason` of `dice_connections_closed_total`.
+pub const CLOSE_REASONS: [&str; 5] = [
+    "revoked",
+    "untrusted_ca",
+    "expired",
+    "not_allowed",
+    "invalid",
+];
+
 /// Labels of an admin API counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AdminLabels {
@@ -108,6 +126,11 @@ pub(crate) struct Metrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     /// `dice_admin_requests_total{action,outcome}`.
     pub admin_requests: Family<AdminLabels, Counter>,
+    /// `dice_config_reloads_total{outcome}`.
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// `dice_connections_closed_total{listener,reason}`: open connections
+    /// told to go away because their client no longer passes the checks.
+    pub connections_closed: Family<ClosedLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -168,6 +191,18 @@ impl Metrics {
             "Admin API requests, by action and outcome",
             Family::default(),
         );
+        let config_reloads = registered(
+            &mut registry,
+            "config_reloads",
+            "Config file reloads, by outcome",
+            Family::default(),
+        );
+        let connections_closed = registered(
+            &mut registry,
+            "connections_closed",
+            "Open connections closed because a reload no longer admits their client, by listener and reason",
+            Family::default(),
+        );
         registry.register(
             "build",
             "The agent's version and git commit",
@@ -179,6 +214,7 @@ impl Metrics {
         // Series known in advance start at 0, so they exist before the first event.
         for outcome in ["ok", "rejected"] {
             drop(reloads.get_or_create(&OutcomeLabels { outcome }));
+            drop(config_reloads.get_or_create(&OutcomeLabels { outcome }));
         }
         for action in ADMIN_ACTIONS {
             for outcome in ADMIN_OUTCOMES {
@@ -194,6 +230,8 @@ impl Metrics {
             cert_not_after,
             reloads,
             admin_requests,
+            config_reloads,
+            connections_closed,
         }
     }
 
@@ -205,6 +243,12 @@ impl Metrics {
             listener: listener.to_owned(),
         }));
         if tls {
+            for reason in CLOSE_REASONS {
+                drop(self.connections_closed.get_or_create(&ClosedLabels {
+                    listener: listener.to_owned(),
+                    reason,
+                }));
+            }
             for outcome in HANDSHAKE_OUTCOMES {
                 drop(self.handshakes.get_or_create(&HandshakeLabels {
                     listener: listener.to_owned(),

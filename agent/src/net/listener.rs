@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::conn::{Activity, Conn, ConnInfo};
-use crate::config::{Limits, ListenerConfig};
+use crate::config::{Limits, ListenerConfig, LiveConfig};
 use crate::metrics::HandshakeLabels;
 use crate::rpc::AllowList;
 use crate::tls::ClientIdentity;
@@ -43,17 +43,46 @@ impl BoundListener {
     }
 }
 
+/// A semaphore whose size follows a limit that a config reload can change.
+struct Permits {
+    semaphore: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Permits {
+    fn new(size: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// Grows or shrinks to `size`. Shrinking takes back free permits only:
+    /// connections already open keep theirs, and the rest is taken back as
+    /// they close (on a later resize).
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.semaphore.add_permits(size - self.size);
+            self.size = size;
+        } else if size < self.size {
+            self.size -= self.semaphore.forget_permits(self.size - size);
+        }
+    }
+}
+
 /// Accepts connections until `shutdown`, handing each finished one to `conns`.
+/// The listener's `allow` list and the limits are read from `live` for each
+/// new connection, so a config reload applies from the next one on.
 pub async fn accept_loop(
     bound: BoundListener,
-    limits: Limits,
+    live: Arc<LiveConfig>,
     conns: mpsc::Sender<Conn>,
     shutdown: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
-    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let allow = Arc::new(bound.config.allow.clone());
+    let start = live.current().limits;
+    let mut handshakes = Permits::new(start.max_handshakes);
+    let mut slots = Permits::new(start.max_connections);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -74,7 +103,11 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let config = live.current();
+        let limits = config.limits;
+        handshakes.resize(limits.max_handshakes);
+        slots.resize(limits.max_connections);
+        let Ok(slot) = slots.semaphore.clone().try_acquire_owned() else {
             warn!(target: TARGET, listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
             continue;
         };
@@ -101,14 +134,21 @@ pub async fn accept_loop(
             }
             continue;
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        let Ok(permit) = handshakes.semaphore.clone().try_acquire_owned() else {
             warn!(target: TARGET, listener = %name, %peer, limit = limits.max_handshakes, "too many TLS handshakes in flight; refusing connection");
             continue;
         };
         let acceptor = TlsAcceptor::from(profile.server_config());
         let span = info_span!(target: TARGET, "conn", listener = %name, %peer);
         let conns = conns.clone();
-        let allow = allow.clone();
+        let allow = config
+            .listeners
+            .iter()
+            .find(|listener| *listener.name == *name)
+            .map_or_else(
+                || bound.config.allow.clone(),
+                |listener| listener.allow.clone(),
+            );
         tasks.spawn(
             async move {
                 let conn = handshake(acceptor, stream, info, limits, &allow, slot).await;

@@ -9,19 +9,20 @@ use dice_proto::info::agent_info_service_server::AgentInfoService;
 use dice_proto::info::{AgentInfo, CertificateInfo, GetInfoRequest, ReloadResult, TlsState};
 use tonic::{Request, Response, Status};
 
+use crate::config::LiveConfig;
 use crate::tls::{TlsMaterial, TlsProfile};
 
 /// What the info API reports, shared with the parts of the agent that change it.
 #[derive(Debug)]
 pub struct AgentState {
-    /// `node.name`.
-    pub node: String,
+    /// The config in force (`node.name`, `[admin]`, ...).
+    pub live: Arc<LiveConfig>,
     /// The TLS profile each mTLS listener serves, by listener name.
     pub profiles: Vec<(String, Arc<TlsProfile>)>,
-    /// The latest reload outcome.
+    /// The latest certificate reload outcome.
     pub last_reload: Mutex<ReloadResult>,
-    /// Whether the admin API is on (the config has `[admin]`).
-    pub admin_enabled: bool,
+    /// The latest config file reload outcome; `None` until the first.
+    pub last_config_reload: Mutex<Option<ReloadResult>>,
 }
 
 /// The AgentInfoService implementation.
@@ -85,13 +86,20 @@ impl AgentInfoService for Info {
             .lock()
             .map(|result| result.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let last_config_reload = state
+            .last_config_reload
+            .lock()
+            .map(|result| result.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let config = state.live.current();
         Ok(Response::new(AgentInfo {
-            node: state.node.clone(),
+            node: config.node_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             certificates,
             last_reload: Some(last_reload),
             tls,
-            admin_enabled: state.admin_enabled,
+            admin_enabled: config.admin.is_some(),
+            last_config_reload,
         }))
     }
 }

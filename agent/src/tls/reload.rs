@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
-use crate::config::ReloadConfig;
+use crate::config::{ConfigReload, ReloadConfig};
 use crate::services::AgentState;
 
 /// The target of this module's events, as before it moved into `tls/`.
@@ -62,6 +62,8 @@ pub struct Reloader {
     failing: Vec<Option<Failing>>,
     state: Arc<AgentState>,
     config: ReloadConfig,
+    /// The config file, re-read on its own changes and on SIGHUP.
+    config_file: ConfigReload,
     hangup: Signal,
     /// Woken by the watcher on any event in a watched folder.
     events: mpsc::Receiver<()>,
@@ -78,6 +80,7 @@ impl Reloader {
         profiles: Vec<Arc<TlsProfile>>,
         state: Arc<AgentState>,
         config: ReloadConfig,
+        config_file: ConfigReload,
     ) -> std::io::Result<Self> {
         let (sender, events) = mpsc::channel::<()>(1);
         let mut reloader = Self {
@@ -85,6 +88,7 @@ impl Reloader {
             profiles,
             state,
             config,
+            config_file,
             hangup: signal(SignalKind::hangup())?,
             events,
             _watcher: None,
@@ -125,7 +129,7 @@ impl Reloader {
                     Trigger::Changed
                 }
                 _ = self.hangup.recv() => {
-                    info!(target: TARGET, "SIGHUP: re-checking all certificate material");
+                    info!(target: TARGET, "SIGHUP: re-reading the config file and re-checking all certificate material");
                     Trigger::Forced
                 }
                 _ = tick(poll.as_mut()) => Trigger::Changed,
@@ -163,7 +167,7 @@ impl Reloader {
         for dir in self.watched_dirs() {
             match watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    info!(target: TARGET, dir = %dir.display(), "watching for certificate changes")
+                    info!(target: TARGET, dir = %dir.display(), "watching for config and certificate changes")
                 }
                 Err(error) => {
                     warn!(target: TARGET, dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
@@ -175,22 +179,26 @@ impl Reloader {
 
     fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         let mut dirs = BTreeSet::new();
+        let mut paths = vec![self.config_file.path()];
         for profile in &self.profiles {
             let files = &profile.files;
-            for file in [&files.cert, &files.key, &files.client_ca]
-                .into_iter()
-                .chain(&files.crl)
-            {
-                let resolved = std::fs::canonicalize(&file.path).ok();
-                for path in std::iter::once(file.path.as_path()).chain(resolved.as_deref()) {
-                    if let Some(dir) = path.parent() {
-                        let dir = if dir.as_os_str().is_empty() {
-                            Path::new(".")
-                        } else {
-                            dir
-                        };
-                        dirs.insert(dir.to_owned());
-                    }
+            paths.extend(
+                [&files.cert, &files.key, &files.client_ca]
+                    .into_iter()
+                    .chain(&files.crl)
+                    .map(|file| file.path.as_path()),
+            );
+        }
+        for file in paths {
+            let resolved = std::fs::canonicalize(file).ok();
+            for path in std::iter::once(file).chain(resolved.as_deref()) {
+                if let Some(dir) = path.parent() {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    dirs.insert(dir.to_owned());
                 }
             }
         }
@@ -198,6 +206,7 @@ impl Reloader {
     }
 
     fn check_all(&mut self, trigger: Trigger) {
+        self.config_file.check(trigger == Trigger::Forced);
         for index in 0..self.profiles.len() {
             self.check(index, trigger);
         }
