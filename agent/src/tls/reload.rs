@@ -147,12 +147,28 @@ impl Reloader {
 
     /// Starts a watcher on the folder of every configured file, and of the
     /// file a symlink points at. Without one, the poll timer alone notices changes.
+    ///
+    /// In a folder of certificate files any change wakes the reloader (a
+    /// Kubernetes `..data` swap touches no configured name); in the config
+    /// file's own folder only a change naming the config file does, so that
+    /// busy neighbours (a log file, say) never hold off a reload.
     fn watch(&self, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        let cert_dirs = dirs_of(self.cert_paths());
+        let config_file = self.config_file.path().to_owned();
+        let config_names: Vec<PathBuf> = std::iter::once(config_file.clone())
+            .chain(std::fs::canonicalize(&config_file).ok())
+            .collect();
         let mut watcher = match notify::recommended_watcher(
             move |event: notify::Result<notify::Event>| {
                 // Opening a file is no change, and the checks open every file:
                 // waking on opens would make each check wake the next, forever.
-                if event.is_ok_and(|event| !is_read(&event.kind)) {
+                let relevant = |event: &notify::Event| {
+                    event.paths.iter().any(|path| {
+                        config_names.contains(path)
+                            || path.parent().is_some_and(|dir| cert_dirs.contains(dir))
+                    })
+                };
+                if event.is_ok_and(|event| !is_read(&event.kind) && relevant(&event)) {
                     // A full channel already holds a wake-up: nothing is lost.
                     let _ = events.try_send(());
                 }
@@ -178,8 +194,14 @@ impl Reloader {
     }
 
     fn watched_dirs(&self) -> BTreeSet<PathBuf> {
-        let mut dirs = BTreeSet::new();
-        let mut paths = vec![self.config_file.path()];
+        let mut paths = self.cert_paths();
+        paths.push(self.config_file.path());
+        dirs_of(paths)
+    }
+
+    /// Every certificate, key, CA and CRL file of every profile.
+    fn cert_paths(&self) -> Vec<&Path> {
+        let mut paths = Vec::new();
         for profile in &self.profiles {
             let files = &profile.files;
             paths.extend(
@@ -189,20 +211,7 @@ impl Reloader {
                     .map(|file| file.path.as_path()),
             );
         }
-        for file in paths {
-            let resolved = std::fs::canonicalize(file).ok();
-            for path in std::iter::once(file).chain(resolved.as_deref()) {
-                if let Some(dir) = path.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    dirs.insert(dir.to_owned());
-                }
-            }
-        }
-        dirs
+        paths
     }
 
     fn check_all(&mut self, trigger: Trigger) {
@@ -295,6 +304,25 @@ impl Reloader {
             Err(poisoned) => *poisoned.into_inner() = result,
         }
     }
+}
+
+/// The folders of `paths`, and of the files they point at if symlinks.
+fn dirs_of(paths: Vec<&Path>) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    for file in paths {
+        let resolved = std::fs::canonicalize(file).ok();
+        for path in std::iter::once(file).chain(resolved.as_deref()) {
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                dirs.insert(dir.to_owned());
+            }
+        }
+    }
+    dirs
 }
 
 /// An event that only says a file was opened or read. A write that ends
