@@ -1,0 +1,295 @@
+//! Live reconfiguration and revocation that reaches open connections: a
+//! saved config file (or SIGHUP) is re-read and applied without a restart; an
+//! invalid one changes nothing and says so; after any reload, an open mTLS
+//! connection whose client is now revoked, untrusted or not allowed gets a
+//! GOAWAY and its next RPC fails within a second, while other clients on the
+//! same node see no error.
+
+use std::time::Instant;
+
+use dice_tests::abuse::{sample, scrape};
+use dice_tests::ca::CaSigner;
+use dice_tests::certs_cli::{Rolling, Tally};
+use dice_tests::live::{CUT_OFF_WITHIN, await_config_reload, await_cut_off, rewrite, rewrite_text};
+use dice_tests::rotation::{LiveTls, Replace, await_log, replace};
+use dice_tests::{Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, fresh_pki};
+
+/// `[metrics]` on an ephemeral port.
+const METRICS: &str = "[metrics]\naddress = \"127.0.0.1:0\"";
+
+/// The SAN of `pki.client()`, as an allow list names it.
+const CLIENT_SAN: &str = "client.client.test";
+/// The SAN of the client each test cuts off.
+const VICTIM_SAN: &str = "victim.client.test";
+
+fn assert_no_errors(tally: &Tally, who: &str, agent: &Agent) {
+    assert!(
+        tally.failed.is_empty() && tally.kept_ok > 0,
+        "{who} should roll through the reload without an error: {tally:?}\n{}",
+        agent.dump()
+    );
+}
+
+/// Waits for the warning that cut off `san`'s connection for `reason`.
+async fn await_cut_off_warning(agent: &Agent, san: &str, reason: &str) -> String {
+    await_log(agent, "the warning naming the cut-off client", |line| {
+        line.contains("WARN")
+            && line.contains("client no longer admitted")
+            && line.contains(san)
+            && line.contains(reason)
+    })
+    .await
+}
+
+async fn closed_count(agent: &Agent, reason: &str) -> Option<f64> {
+    let metrics = scrape(agent.metrics_addr().expect("metrics address")).await;
+    sample(
+        &metrics,
+        "dice_connections_closed_total",
+        &[("listener", "mtls"), ("reason", reason)],
+    )
+}
+
+// === revocation reaches open connections ===
+
+#[tokio::test]
+async fn a_client_revoked_by_a_new_crl_is_cut_off_while_another_rolls_on() {
+    let (dir, pki) = fresh_pki();
+    let ca = CaSigner::of(&pki);
+    let victim = pki.issue(&LeafSpec::client("victim"));
+    let crl = dir.path().join("live.crl");
+    replace(&crl, ca.crl(&[]).pem.as_bytes(), Replace::Rename);
+    let config = AgentConfig::new("live-node")
+        .tls(pki.server_tls())
+        .crl(&crl)
+        .listener(ListenerConfig::mtls("mtls"))
+        .extra(METRICS);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
+        .await
+        .expect("the victim connects");
+    open.roll()
+        .await
+        .expect("the victim rolls before it is revoked");
+    let bystander = Rolling::start(addr, pki.client_tls()).await;
+
+    let written = Instant::now();
+    replace(&crl, ca.crl(&[&victim]).pem.as_bytes(), Replace::Rename);
+    let (after, error) = await_cut_off(&open, written).await;
+    assert!(
+        after <= CUT_OFF_WITHIN,
+        "the revoked client's connection was cut off after {after:?} ({error})\n{}",
+        agent.dump()
+    );
+    await_cut_off_warning(&agent, VICTIM_SAN, "reason=\"revoked\"").await;
+    assert_eq!(closed_count(&agent, "revoked").await, Some(1.0));
+    assert_no_errors(&bystander.finish().await, "the other client", &agent);
+}
+
+#[tokio::test]
+async fn a_client_whose_ca_is_dropped_is_cut_off_while_another_rolls_on() {
+    let (dir, pki) = fresh_pki();
+    let other = pki.unrelated("other");
+    let live = LiveTls::install(
+        &dir.path().join("live"),
+        pki.server(),
+        &[pki.ca_cert(), other.ca_cert()],
+    );
+    let config = AgentConfig::new("live-node")
+        .tls(live.tls_files())
+        .listener(ListenerConfig::mtls("mtls"))
+        .extra(METRICS);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let open = Client::mtls(addr, &pki.client_tls_as(other.client()))
+        .await
+        .expect("the other CA's client connects");
+    open.roll().await.expect("it rolls while its CA is trusted");
+    let bystander = Rolling::start(addr, pki.client_tls()).await;
+
+    let written = Instant::now();
+    live.write_client_ca(&[pki.ca_cert()], Replace::Rename);
+    let (after, error) = await_cut_off(&open, written).await;
+    assert!(
+        after <= CUT_OFF_WITHIN,
+        "the dropped CA's client was cut off after {after:?} ({error})\n{}",
+        agent.dump()
+    );
+    await_cut_off_warning(&agent, "client.client.test", "untrusted CA").await;
+    assert_eq!(closed_count(&agent, "untrusted_ca").await, Some(1.0));
+    assert_no_errors(&bystander.finish().await, "the kept CA's client", &agent);
+}
+
+#[tokio::test]
+async fn a_client_removed_from_allow_is_cut_off_while_another_rolls_on() {
+    let (_dir, pki) = fresh_pki();
+    let victim = pki.issue(&LeafSpec::client("victim"));
+    let config = |allow: &[&str]| {
+        AgentConfig::new("live-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
+            .extra(METRICS)
+    };
+    let agent = Agent::spawn(&config(&[CLIENT_SAN, VICTIM_SAN]));
+    let addr = agent.addr("mtls");
+    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
+        .await
+        .expect("the victim connects");
+    open.roll().await.expect("the victim rolls while allowed");
+    let bystander = Rolling::start(addr, pki.client_tls()).await;
+
+    let written = Instant::now();
+    rewrite(&agent, &config(&[CLIENT_SAN]));
+    let (after, error) = await_cut_off(&open, written).await;
+    assert!(
+        after <= CUT_OFF_WITHIN,
+        "the removed client was cut off after {after:?} ({error})\n{}",
+        agent.dump()
+    );
+    // Its next connection is served no RPC.
+    assert!(error.contains("allow list"), "{error}");
+    await_cut_off_warning(&agent, VICTIM_SAN, "not allowed").await;
+    await_log(&agent, "the config reload summary", |line| {
+        line.contains("config reloaded") && line.contains("listeners[0].allow")
+    })
+    .await;
+    assert_eq!(closed_count(&agent, "not_allowed").await, Some(1.0));
+    assert_no_errors(&bystander.finish().await, "the allowed client", &agent);
+}
+
+#[tokio::test]
+async fn with_recheck_off_an_open_connection_keeps_its_client_checks() {
+    let (_dir, pki) = fresh_pki();
+    let victim = pki.issue(&LeafSpec::client("victim"));
+    let config = |allow: &[&str]| {
+        AgentConfig::new("live-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
+    };
+    // `recheck_connections` goes into the [tls] table the config opens.
+    let toml = |allow: &[&str]| {
+        config(allow)
+            .to_toml()
+            .replacen("[tls]\n", "[tls]\nrecheck_connections = false\n", 1)
+    };
+    let agent = Agent::spawn_toml(&toml(&[CLIENT_SAN, VICTIM_SAN]), &[]);
+    let info = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect");
+    let open = Client::mtls(agent.addr("mtls"), &pki.client_tls_as(&victim))
+        .await
+        .expect("the victim connects");
+    open.roll().await.expect("the victim rolls while allowed");
+    rewrite_text(&agent, &toml(&[CLIENT_SAN]));
+    await_config_reload(&info, "the config reload", |last| last.ok).await;
+    await_log(&agent, "the re-check skipped", |line| {
+        line.contains("tls.recheck_connections is off")
+    })
+    .await;
+    open.roll()
+        .await
+        .expect("with recheck_connections off, the open connection keeps rolling");
+}
+
+// === config reload ===
+
+#[tokio::test]
+async fn admin_limits_and_node_name_change_live_while_a_connection_rolls() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki).extra(METRICS);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let info = Client::mtls(addr, &pki.client_tls())
+        .await
+        .expect("connect");
+    let before = info.info().await.expect("info");
+    assert!(!before.admin_enabled);
+    assert_eq!(before.last_config_reload, None);
+    let rolling = Rolling::start(addr, pki.client_tls()).await;
+
+    let changed = config
+        .clone()
+        .node("renamed-node")
+        .admin([CLIENT_SAN])
+        .limit("max_connections", "500")
+        .log_level("info");
+    rewrite(&agent, &changed);
+    await_config_reload(&info, "the config reload", |last| last.ok).await;
+    let after = info.info().await.expect("info");
+    assert_eq!(after.node, "renamed-node");
+    assert!(after.admin_enabled, "[admin] should be on now");
+    let summary = await_log(&agent, "the config reload summary", |line| {
+        line.contains("config reloaded")
+    })
+    .await;
+    for key in ["node.name", "admin", "limits.max_connections"] {
+        assert!(summary.contains(key), "{key} missing from: {summary}");
+    }
+    await_log(&agent, "log.level named as needing a restart", |line| {
+        line.contains("needs a restart") && line.contains("key=log")
+    })
+    .await;
+    assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
+    let metrics = scrape(agent.metrics_addr().expect("metrics address")).await;
+    assert_eq!(
+        sample(&metrics, "dice_config_reloads_total", &[("outcome", "ok")]),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_config_changes_nothing_and_says_so() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki).extra(METRICS);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let info = Client::mtls(addr, &pki.client_tls())
+        .await
+        .expect("connect");
+    let rolling = Rolling::start(addr, pki.client_tls()).await;
+
+    let broken = format!(
+        "{}\n[[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"carrier-pigeon\"\n",
+        config.node("broken-node").to_toml()
+    );
+    rewrite_text(&agent, &broken);
+    let last = await_config_reload(&info, "the rejected config reload", |last| !last.ok).await;
+    assert!(last.error.contains("listeners[2].mode"), "{last:?}");
+    await_log(&agent, "the error line, as --check prints it", |line| {
+        line.contains("ERROR") && line.contains("line ") && line.contains("listeners[2].mode")
+    })
+    .await;
+    await_log(&agent, "the rejection", |line| {
+        line.contains("config reload rejected; still running on the previous config")
+    })
+    .await;
+    assert_eq!(info.info().await.expect("info").node, "test-node");
+    let metrics = scrape(agent.metrics_addr().expect("metrics address")).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "dice_config_reloads_total",
+            &[("outcome", "rejected")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_config_file() {
+    let (_dir, pki) = fresh_pki();
+    let agent = Agent::spawn(&AgentConfig::standard(&pki));
+    let info = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+        .await
+        .expect("connect");
+    agent.signal(Signal::HUP);
+    await_config_reload(&info, "the config reload on SIGHUP", |last| last.ok).await;
+    await_log(&agent, "the unchanged config", |line| {
+        line.contains("config reloaded; nothing to change live")
+    })
+    .await;
+}
