@@ -103,11 +103,13 @@ pub async fn run(
     let live = Arc::new(config::LiveConfig::new(config.clone()));
     let state = Arc::new(services::AgentState {
         live: live.clone(),
-        profiles: bound
-            .listeners
-            .iter()
-            .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
-            .collect(),
+        profiles: arc_swap::ArcSwap::from_pointee(
+            bound
+                .listeners
+                .iter()
+                .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
+                .collect(),
+        ),
         last_reload: Mutex::new(Default::default()),
         last_config_reload: Mutex::new(None),
     });

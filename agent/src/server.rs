@@ -20,7 +20,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::log::RpcSink;
 use crate::net::http2::{self, Server};
-use crate::net::{Bound, Connections, accept_loop, watch_and_recheck};
+use crate::net::{Bound, Connections, Listeners, watch_and_recheck};
 use crate::process::{StopSignals, ready, systemd};
 use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
 use crate::services::{AgentState, Dice, Info};
@@ -70,21 +70,13 @@ pub async fn serve(
         accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
     }
     let live = state.live.clone();
-    for listener in bound.listeners {
-        accept_loops.spawn(accept_loop(
-            listener,
-            live.clone(),
-            accepted.clone(),
-            stop.clone(),
-        ));
-    }
-    drop(accepted);
-    let reload_task = tokio::spawn(reloader.run(stop.clone()));
     let connections = Arc::new(Connections::default());
+    let listeners = Listeners::new(state.clone(), connections.clone(), accepted, bound.profiles);
+    accept_loops.spawn(listeners.run(bound.listeners, stop.clone()));
+    let reload_task = tokio::spawn(reloader.run(stop.clone()));
     let recheck_task = tokio::spawn(watch_and_recheck(
         connections.clone(),
-        state.profiles.clone(),
-        live.clone(),
+        state.clone(),
         stop.clone(),
     ));
 

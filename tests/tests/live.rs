@@ -293,3 +293,79 @@ async fn sighup_rereads_the_config_file() {
     })
     .await;
 }
+
+// === listeners ===
+
+/// The address a `listening` line logged for `listener`.
+async fn await_listening(agent: &Agent, listener: &str) -> std::net::SocketAddr {
+    let needle = format!("listener={listener} ");
+    let line = await_log(agent, "the new listener's listening line", |line| {
+        line.contains("listening") && line.contains(&needle)
+    })
+    .await;
+    let address = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .unwrap_or_else(|| panic!("no address in: {line}"));
+    address
+        .parse()
+        .unwrap_or_else(|error| panic!("address {address}: {error}"))
+}
+
+#[tokio::test]
+async fn a_listener_added_serves_and_one_removed_drains() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki);
+    let agent = Agent::spawn(&config);
+    let h2c = agent.addr("h2c");
+    let open = Client::h2c(h2c).await.expect("connect to h2c");
+    open.roll().await.expect("roll on h2c");
+    let rolling = Rolling::start(agent.addr("mtls"), pki.client_tls()).await;
+
+    let added = config.clone().listener(ListenerConfig::h2c("extra"));
+    rewrite(&agent, &added);
+    let extra = await_listening(&agent, "extra").await;
+    let client = Client::h2c(extra)
+        .await
+        .expect("connect to the added listener");
+    client.roll().await.expect("the added listener serves");
+
+    // Without `h2c`: it stops accepting, and its open connection drains.
+    let mut removed = added.clone();
+    removed
+        .listeners
+        .retain(|l| l.name.as_deref() != Some("h2c"));
+    let written = Instant::now();
+    rewrite(&agent, &removed);
+    let (after, error) = await_cut_off(&open, written).await;
+    assert!(after <= CUT_OFF_WITHIN, "drained after {after:?} ({error})");
+    await_log(&agent, "the removal", |line| {
+        line.contains("listener removed") && line.contains("listener=h2c")
+    })
+    .await;
+    let refused = Client::h2c(h2c).await;
+    assert!(refused.is_err(), "the removed listener still accepts");
+    client
+        .roll()
+        .await
+        .expect("the added listener still serves");
+    assert_no_errors(&rolling.finish().await, "the mTLS client", &agent);
+}
+
+#[tokio::test]
+async fn new_certificate_paths_are_served_without_dropping_a_connection() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let rolling = Rolling::start(addr, pki.client_tls()).await;
+    let next = pki.issue(&LeafSpec::server("next"));
+
+    rewrite(&agent, &config.clone().tls(pki.tls_files_for(&next)));
+    dice_tests::rotation::await_serial(addr, &pki.client_tls(), next.serial()).await;
+    await_log(&agent, "the config reload summary", |line| {
+        line.contains("config reloaded") && line.contains("listeners[0].tls")
+    })
+    .await;
+    assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
+}

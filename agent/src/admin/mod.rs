@@ -123,19 +123,13 @@ impl Admin {
                 audit.caller
             )));
         }
-        let profile = self
-            .state
-            .profiles
+        let profiles = self.state.profiles.load();
+        let profile = profiles
             .iter()
             .find(|(listener, _)| *listener == name)
             .map(|(_, profile)| profile.clone());
         let Some(profile) = profile else {
-            let names: Vec<&str> = self
-                .state
-                .profiles
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let names: Vec<&str> = profiles.iter().map(|(n, _)| n.as_str()).collect();
             return Err(Status::invalid_argument(format!(
                 "no mtls listener named \"{name}\" on this node: its mtls listeners are {}",
                 names.join(", ")

@@ -558,7 +558,7 @@ fn agent_state(profile: Arc<TlsProfile>, admin: Option<AdminConfig>) -> Arc<Agen
     config.admin = admin;
     Arc::new(AgentState {
         live: Arc::new(crate::config::LiveConfig::new(config)),
-        profiles: vec![("public".to_owned(), profile)],
+        profiles: arc_swap::ArcSwap::from_pointee(vec![("public".to_owned(), profile)]),
         last_reload: Default::default(),
         last_config_reload: Default::default(),
     })

@@ -2,8 +2,9 @@
 //! validates the whole file. An invalid file changes nothing: each error is
 //! logged as `--check` prints it and recorded for the info API and
 //! `dice_config_reloads_total{outcome="rejected"}`. A valid one is put in
-//! force at once for the keys that can change live (listener `allow` lists,
-//! `[admin]`, the connection limits, `node.name`, `shutdown.grace_period`,
+//! force at once for the keys that can change live (listeners added,
+//! removed or changed, their `allow` lists and certificate files, `[admin]`,
+//! the connection limits, `node.name`, `shutdown.grace_period`,
 //! `tls.recheck_connections`); each other key that changed is named in a
 //! warning saying it needs a restart, and keeps its old value meanwhile.
 
@@ -77,16 +78,20 @@ impl ConfigReload {
             return;
         }
         self.last_source = Some(source.clone());
-        match super::parse(&self.path, &source) {
-            Ok(new) => self.apply(new),
-            Err(errors) => {
-                for error in &errors.0 {
-                    error!(target: TARGET, "{error}");
-                }
-                error!(target: TARGET, config = %self.path.display(), errors = errors.0.len(), "config reload rejected; still running on the previous config: fix the file (dice-agent --check tests it)");
-                self.reject(errors.to_string().replace('\n', "; "));
-            }
+        let errors: Vec<String> = match super::parse(&self.path, &source) {
+            // The certificate files are checked as `--check` does, so a
+            // listener is never re-pointed at files it cannot serve.
+            Ok(new) => match crate::tls::load_profiles(&new) {
+                Ok(_) => return self.apply(new),
+                Err(errors) => errors.iter().map(ToString::to_string).collect(),
+            },
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        };
+        for error in &errors {
+            error!(target: TARGET, "{error}");
         }
+        error!(target: TARGET, config = %self.path.display(), errors = errors.len(), "config reload rejected; still running on the previous config: fix the file (dice-agent --check tests it)");
+        self.reject(errors.join("; "));
     }
 
     fn apply(&self, new: Config) {
@@ -224,43 +229,42 @@ fn merge_limits(old: &Limits, new: &Limits, changes: &mut Changes) -> Limits {
     merged
 }
 
-/// Takes each listener's `allow` list from `new`; the listeners themselves
-/// (which exist, where and how they listen, their certificate files) stay.
+/// Takes the listeners from `new`, naming what changed: a listener added is
+/// bound, one removed drains, one whose address, mode or `trusted_proxy`
+/// changed is both, and new certificate files or `allow` lists apply to the
+/// next handshake.
 fn merge_listeners(merged: &mut Config, old: &Config, new: &Config, changes: &mut Changes) {
-    for (index, listener) in merged.listeners.iter_mut().enumerate() {
-        let Some(updated) = new.listeners.iter().find(|l| l.name == listener.name) else {
+    for listener in &old.listeners {
+        if !new.listeners.iter().any(|l| l.name == listener.name) {
             changes
-                .need_restart
-                .push(format!("listeners[{index}] ({}) removed", listener.name));
-            continue;
-        };
-        if updated.allow != listener.allow {
-            changes.applied.push(format!("listeners[{index}].allow"));
-            listener.allow = updated.allow.clone();
-        }
-        if updated.address != listener.address {
-            changes
-                .need_restart
-                .push(format!("listeners[{index}].address"));
-        }
-        if updated.mode != listener.mode {
-            changes
-                .need_restart
-                .push(format!("listeners[{index}].mode"));
-        }
-        if updated.trusted_proxy != listener.trusted_proxy {
-            changes
-                .need_restart
-                .push(format!("listeners[{index}].trusted_proxy"));
+                .applied
+                .push(format!("listeners ({}) removed", listener.name));
         }
     }
     for (index, listener) in new.listeners.iter().enumerate() {
-        if !old.listeners.iter().any(|l| l.name == listener.name) {
+        let Some(was) = old.listeners.iter().find(|l| l.name == listener.name) else {
             changes
-                .need_restart
+                .applied
                 .push(format!("listeners[{index}] ({}) added", listener.name));
+            continue;
+        };
+        let rebound = [
+            ("address", was.address != listener.address),
+            ("mode", was.mode.as_str() != listener.mode.as_str()),
+            ("trusted_proxy", was.trusted_proxy != listener.trusted_proxy),
+            (
+                "tls",
+                was.mode.as_str() == listener.mode.as_str() && was.mode != listener.mode,
+            ),
+            ("allow", was.allow != listener.allow),
+        ];
+        for (key, changed) in rebound {
+            if changed {
+                changes.applied.push(format!("listeners[{index}].{key}"));
+            }
         }
     }
+    merged.listeners = new.listeners.clone();
 }
 
 #[cfg(test)]
@@ -293,13 +297,16 @@ mod tests {
     }
 
     #[test]
-    fn listeners_added_or_removed_wait_for_a_restart() {
+    fn listeners_added_or_removed_apply_live() {
         let old = config("");
         let new =
             config("[[listeners]]\nname = \"more\"\naddress = \"127.0.0.1:0\"\nmode = \"h2c\"\n");
         let (merged, changes) = merge(&old, new);
-        assert!(changes.applied.is_empty());
-        assert_eq!(changes.need_restart, ["listeners[1] (more) added"]);
+        assert_eq!(changes.applied, ["listeners[1] (more) added"]);
+        assert!(changes.need_restart.is_empty());
+        assert_eq!(merged.listeners.len(), 2);
+        let (merged, changes) = merge(&merged, old);
+        assert_eq!(changes.applied, ["listeners (more) removed"]);
         assert_eq!(merged.listeners.len(), 1);
     }
 

@@ -49,7 +49,7 @@ pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 /// cooperative-budget accounting on every poll of every connection, and
 /// per-RPC work is not to rise without a measurement that shows it does not.
 ///
-/// Each mTLS connection is registered in `connections` while it is open,
+/// Each connection is registered in `connections` while it is open,
 /// with a token of its own (a child of `stop`, so the connection still
 /// selects on one token) that a re-check cancels to send it a GOAWAY: its
 /// RPCs in flight get `shutdown.grace_period` to finish, then it is closed.
@@ -64,7 +64,7 @@ pub struct Server<S> {
 
 impl<S> Server<S> {
     /// Serves `stack` with `builder`'s settings until `stop`, registering
-    /// mTLS connections in `connections`; the grace period of a connection
+    /// every connection in `connections`; the grace period of a connection
     /// told to go away is read from `live`.
     pub fn new(
         stack: S,
@@ -117,10 +117,7 @@ where
             info: info.clone(),
         };
         let go_away = self.stop.child_token();
-        let _registered = info
-            .client_chain
-            .is_some()
-            .then(|| self.connections.register(info.clone(), go_away.clone()));
+        let _registered = self.connections.register(info.clone(), go_away.clone());
         let connection = self.builder.serve_connection(TokioIo::new(conn), service);
         tokio::pin!(connection);
         let ended = tokio::select! {

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::conn::{Activity, Conn, ConnInfo};
-use crate::config::{Limits, ListenerConfig, LiveConfig};
+use crate::config::{Limits, ListenerConfig};
 use crate::metrics::HandshakeLabels;
 use crate::rpc::AllowList;
+use crate::services::AgentState;
 use crate::tls::ClientIdentity;
 use crate::tls::TlsProfile;
 
@@ -71,15 +72,17 @@ impl Permits {
 }
 
 /// Accepts connections until `shutdown`, handing each finished one to `conns`.
-/// The listener's `allow` list and the limits are read from `live` for each
-/// new connection, so a config reload applies from the next one on.
+/// The listener's `allow` list, limits and certificate material are read from
+/// `state` for each new connection, so a config reload applies from the next
+/// one on.
 pub async fn accept_loop(
     bound: BoundListener,
-    live: Arc<LiveConfig>,
+    state: Arc<AgentState>,
     conns: mpsc::Sender<Conn>,
     shutdown: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
+    let live = state.live.clone();
     let start = live.current().limits;
     let mut handshakes = Permits::new(start.max_handshakes);
     let mut slots = Permits::new(start.max_connections);
@@ -123,7 +126,12 @@ pub async fn accept_loop(
             denied: false,
             activity: Activity::default(),
         };
-        let Some(profile) = &bound.tls else {
+        let profile = bound.tls.as_ref().map(|first| {
+            let profiles = state.profiles.load();
+            let current = profiles.iter().find(|(listener, _)| **listener == *name);
+            current.map_or_else(|| first.clone(), |(_, profile)| profile.clone())
+        });
+        let Some(profile) = profile else {
             debug!(target: TARGET, listener = %name, %peer, "accepted h2c connection");
             if conns
                 .send(Conn::plain(stream, info, limits.idle_timeout, slot))

@@ -6,11 +6,13 @@ mod bind;
 mod conn;
 pub(crate) mod http2;
 mod listener;
+mod listeners;
 mod recheck;
 mod registry;
 
 pub(crate) use bind::{Bound, bind};
 pub(crate) use conn::ConnInfo;
 pub(crate) use listener::{BoundListener, accept_loop};
+pub(crate) use listeners::Listeners;
 pub(crate) use recheck::watch_and_recheck;
 pub(crate) use registry::Connections;

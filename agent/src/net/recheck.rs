@@ -17,39 +17,50 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::registry::{Connections, OpenConn};
-use crate::config::{Config, LiveConfig};
+use crate::config::Config;
 use crate::metrics::ClosedLabels;
+use crate::services::AgentState;
 use crate::tls::TlsProfile;
 
 /// The target of this module's events.
 const TARGET: &str = "dice_agent::recheck";
 
-/// Re-checks the open connections after every install into `profiles`
-/// (listener name, profile) and every config reload, until `stop`.
+/// Re-checks the open connections after every install into a profile the
+/// listeners of `state` serve and every config reload, until `stop`.
 pub async fn watch_and_recheck(
     connections: Arc<Connections>,
-    profiles: Vec<(String, Arc<TlsProfile>)>,
-    live: Arc<LiveConfig>,
+    state: Arc<AgentState>,
     stop: CancellationToken,
 ) {
-    let mut installs: Vec<watch::Receiver<u64>> = profiles
-        .iter()
-        .map(|(_, profile)| profile.subscribe())
-        .collect();
-    let mut configs = live.subscribe();
+    let mut followed: Vec<Arc<TlsProfile>> = Vec::new();
+    let mut installs: Vec<watch::Receiver<u64>> = Vec::new();
+    let mut configs = state.live.subscribe();
     loop {
+        // Listeners added by a config reload bring profiles of their own.
+        for (_, profile) in state.profiles.load().iter() {
+            if !followed.iter().any(|p| Arc::ptr_eq(p, profile)) {
+                followed.push(profile.clone());
+                installs.push(profile.subscribe());
+            }
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             changed = configs.changed() => if changed.is_err() { return },
             () = any_install(&mut installs) => {}
         }
-        let config = live.current();
-        if !config.recheck_connections {
-            debug!(target: TARGET, "tls.recheck_connections is off: open connections keep their client checks");
-            continue;
-        }
-        recheck(&connections, &profiles, &config);
+        recheck_if_on(&connections, &state);
     }
+}
+
+/// [`recheck`] with the profiles and config in force, unless
+/// `tls.recheck_connections` is off.
+pub fn recheck_if_on(connections: &Connections, state: &AgentState) {
+    let config = state.live.current();
+    if !config.recheck_connections {
+        debug!(target: TARGET, "tls.recheck_connections is off: open connections keep their client checks");
+        return;
+    }
+    recheck(connections, &state.profiles.load(), &config);
 }
 
 /// Waits for the next install into any profile (forever if there are none).

@@ -1,6 +1,6 @@
-//! The open mTLS connections, each with what its client presented and a way
-//! to tell it to go away (HTTP/2 GOAWAY), so that a reload can reach
-//! connections opened before it. Touched once when a connection starts and
+//! The open connections, each with what its client presented and a way to
+//! tell it to go away (HTTP/2 GOAWAY), so that a reload can reach
+//! connections opened before it (and a removed listener can drain its own). Touched once when a connection starts and
 //! once when it ends; never per RPC.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConnInfo;
 
-/// Every open mTLS connection.
+/// Every open connection.
 #[derive(Debug, Default)]
 pub struct Connections {
     open: Mutex<HashMap<u64, OpenConn>>,
@@ -47,6 +47,15 @@ impl Connections {
             connections: self.clone(),
             id,
         }
+    }
+
+    /// Tells every open connection of `listener` to go away; returns how many.
+    pub fn drain(&self, listener: &str) -> usize {
+        let open = self.lock();
+        let mine = open
+            .values()
+            .filter(|conn| *conn.info.listener == *listener);
+        mine.map(|conn| conn.go_away.cancel()).count()
     }
 
     /// The connections open now.

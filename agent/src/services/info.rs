@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use dice_proto::cert::rfc3339;
 use dice_proto::info::agent_info_service_server::AgentInfoService;
 use dice_proto::info::{AgentInfo, CertificateInfo, GetInfoRequest, ReloadResult, TlsState};
@@ -17,8 +18,9 @@ use crate::tls::{TlsMaterial, TlsProfile};
 pub struct AgentState {
     /// The config in force (`node.name`, `[admin]`, ...).
     pub live: Arc<LiveConfig>,
-    /// The TLS profile each mTLS listener serves, by listener name.
-    pub profiles: Vec<(String, Arc<TlsProfile>)>,
+    /// The TLS profile each mTLS listener serves, by listener name; replaced
+    /// when a config reload adds, removes or re-points a listener.
+    pub profiles: ArcSwap<Vec<(String, Arc<TlsProfile>)>>,
     /// The latest certificate reload outcome.
     pub last_reload: Mutex<ReloadResult>,
     /// The latest config file reload outcome; `None` until the first.
@@ -69,15 +71,14 @@ impl AgentInfoService for Info {
     ) -> Result<Response<AgentInfo>, Status> {
         let state = &self.state;
         let now = crate::unix_now();
-        let certificates = state
-            .profiles
+        let profiles = state.profiles.load();
+        let certificates = profiles
             .iter()
             .map(|(listener, profile)| {
                 (listener.clone(), certificate_info(&profile.material(), now))
             })
             .collect();
-        let tls = state
-            .profiles
+        let tls = profiles
             .iter()
             .map(|(listener, profile)| (listener.clone(), tls_state(profile)))
             .collect();

@@ -183,7 +183,7 @@ impl Reloader {
         for dir in self.watched_dirs() {
             match watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    info!(target: TARGET, dir = %dir.display(), "watching for config and certificate changes")
+                    info!(target: TARGET, dir = %dir.display(), "watching for certificate changes")
                 }
                 Err(error) => {
                     warn!(target: TARGET, dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
