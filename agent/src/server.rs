@@ -71,7 +71,13 @@ pub async fn serve(
     }
     let live = state.live.clone();
     let connections = Arc::new(Connections::default());
-    let listeners = Listeners::new(state.clone(), connections.clone(), accepted, bound.profiles);
+    let listeners = Listeners::new(
+        state.clone(),
+        connections.clone(),
+        accepted,
+        bound.profiles,
+        reloader.follower(),
+    );
     accept_loops.spawn(listeners.run(bound.listeners, stop.clone()));
     let reload_task = tokio::spawn(reloader.run(stop.clone()));
     let recheck_task = tokio::spawn(watch_and_recheck(

@@ -11,7 +11,7 @@ use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::CaSigner;
 use dice_tests::certs_cli::{Rolling, Tally};
 use dice_tests::live::{CUT_OFF_WITHIN, await_config_reload, await_cut_off, rewrite, rewrite_text};
-use dice_tests::rotation::{LiveTls, Replace, await_log, replace};
+use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
 use dice_tests::{Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, fresh_pki};
 
 /// `[metrics]` on an ephemeral port.
@@ -354,18 +354,24 @@ async fn a_listener_added_serves_and_one_removed_drains() {
 
 #[tokio::test]
 async fn new_certificate_paths_are_served_without_dropping_a_connection() {
-    let (_dir, pki) = fresh_pki();
+    let (dir, pki) = fresh_pki();
     let config = AgentConfig::standard(&pki);
     let agent = Agent::spawn(&config);
     let addr = agent.addr("mtls");
     let rolling = Rolling::start(addr, pki.client_tls()).await;
     let next = pki.issue(&LeafSpec::server("next"));
+    // In a folder the agent did not watch before.
+    let live = LiveTls::install(&dir.path().join("next"), &next, &[pki.ca_cert()]);
 
-    rewrite(&agent, &config.clone().tls(pki.tls_files_for(&next)));
-    dice_tests::rotation::await_serial(addr, &pki.client_tls(), next.serial()).await;
+    rewrite(&agent, &config.clone().tls(live.tls_files()));
+    await_serial(addr, &pki.client_tls(), next.serial()).await;
     await_log(&agent, "the config reload summary", |line| {
         line.contains("config reloaded") && line.contains("listeners[0].tls")
     })
     .await;
+    // The certificate reloader follows the new files.
+    let third = pki.issue(&LeafSpec::server("third"));
+    live.rotate(&third, Replace::Rename);
+    await_serial(addr, &pki.client_tls(), third.serial()).await;
     assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
 }

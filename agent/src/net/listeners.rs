@@ -42,6 +42,8 @@ pub struct Listeners {
     /// profile (and the reloader's watch) they had.
     profiles: HashMap<TlsFiles, Arc<TlsProfile>>,
     running: HashMap<String, Running>,
+    /// The certificate reloader, told of every new profile so it follows its files.
+    reloader: mpsc::UnboundedSender<Arc<TlsProfile>>,
 }
 
 impl Listeners {
@@ -51,6 +53,7 @@ impl Listeners {
         connections: Arc<Connections>,
         accepted: mpsc::Sender<Conn>,
         profiles: HashMap<TlsFiles, Arc<TlsProfile>>,
+        reloader: mpsc::UnboundedSender<Arc<TlsProfile>>,
     ) -> Self {
         Self {
             state,
@@ -58,6 +61,7 @@ impl Listeners {
             accepted,
             profiles,
             running: HashMap::new(),
+            reloader,
         }
     }
 
@@ -160,6 +164,8 @@ impl Listeners {
                 info!(target: TARGET, cert = %files.cert.path.display(), subject = %material.leaf.subject, serial = %material.leaf.serial, "serving certificate");
                 let profile = Arc::new(TlsProfile::new(files.clone(), material));
                 self.profiles.insert(files.clone(), profile.clone());
+                // The reloader only ends with the agent.
+                let _ = self.reloader.send(profile.clone());
                 Some(profile)
             }
             Err(error) => {

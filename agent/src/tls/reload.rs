@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dice_proto::cert::rfc3339;
@@ -67,8 +67,13 @@ pub struct Reloader {
     hangup: Signal,
     /// Woken by the watcher on any event in a watched folder.
     events: mpsc::Receiver<()>,
+    /// Profiles of listeners a config reload added or re-pointed, to follow too.
+    adopt: mpsc::UnboundedReceiver<Arc<TlsProfile>>,
+    adopt_sender: mpsc::UnboundedSender<Arc<TlsProfile>>,
+    /// The folders of certificate files, where any event wakes the reloader.
+    cert_dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
     /// Kept for its watches; `None` if watching failed (then polls and SIGHUP only).
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Reloader {
@@ -83,6 +88,7 @@ impl Reloader {
         config_file: ConfigReload,
     ) -> std::io::Result<Self> {
         let (sender, events) = mpsc::channel::<()>(1);
+        let (adopt_sender, adopt) = mpsc::unbounded_channel();
         let mut reloader = Self {
             failing: profiles.iter().map(|_| None).collect(),
             profiles,
@@ -91,11 +97,52 @@ impl Reloader {
             config_file,
             hangup: signal(SignalKind::hangup())?,
             events,
-            _watcher: None,
+            adopt,
+            adopt_sender,
+            cert_dirs: Arc::default(),
+            watcher: None,
         };
-        reloader._watcher = reloader.watch(sender);
+        reloader.watcher = reloader.watch(sender);
         reloader.check_all(Trigger::Changed);
         Ok(reloader)
+    }
+
+    /// Where to send the profile of a listener a config reload added or
+    /// re-pointed at other files, so that its files are watched too.
+    pub fn follower(&self) -> mpsc::UnboundedSender<Arc<TlsProfile>> {
+        self.adopt_sender.clone()
+    }
+
+    /// Follows `profile` from now on, watching the folders of its files.
+    fn adopt(&mut self, profile: Arc<TlsProfile>) {
+        if self.profiles.iter().any(|p| Arc::ptr_eq(p, &profile)) {
+            return;
+        }
+        let files = &profile.files;
+        let paths = [&files.cert, &files.key, &files.client_ca]
+            .into_iter()
+            .chain(&files.crl)
+            .map(|file| file.path.as_path())
+            .collect();
+        for dir in dirs_of(paths) {
+            let added = self
+                .cert_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir.clone());
+            if let (true, Some(watcher)) = (added, self.watcher.as_mut()) {
+                match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        info!(target: TARGET, dir = %dir.display(), "watching for certificate changes")
+                    }
+                    Err(error) => {
+                        warn!(target: TARGET, dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
+                    }
+                }
+            }
+        }
+        self.profiles.push(profile);
+        self.failing.push(None);
     }
 
     /// Watches and reloads until `stop`.
@@ -110,6 +157,10 @@ impl Reloader {
             let retry = self.failing.iter().any(Option::is_some);
             let trigger = tokio::select! {
                 () = stop.cancelled() => return,
+                Some(profile) = self.adopt.recv() => {
+                    self.adopt(profile);
+                    continue;
+                }
                 Some(()) = self.events.recv() => {
                     // Quiet for DEBOUNCE, or MAX_DEBOUNCE at most: a folder that never
                     // goes quiet must not hold off reloads, SIGHUP or shutdown.
@@ -153,7 +204,11 @@ impl Reloader {
     /// file's own folder only a change naming the config file does, so that
     /// busy neighbours (a log file, say) never hold off a reload.
     fn watch(&self, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-        let cert_dirs = dirs_of(self.cert_paths());
+        *self
+            .cert_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = dirs_of(self.cert_paths());
+        let cert_dirs = self.cert_dirs.clone();
         let config_file = self.config_file.path().to_owned();
         let config_names: Vec<PathBuf> = std::iter::once(config_file.clone())
             .chain(std::fs::canonicalize(&config_file).ok())
@@ -165,7 +220,12 @@ impl Reloader {
                 let relevant = |event: &notify::Event| {
                     event.paths.iter().any(|path| {
                         config_names.contains(path)
-                            || path.parent().is_some_and(|dir| cert_dirs.contains(dir))
+                            || path.parent().is_some_and(|dir| {
+                                cert_dirs
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .contains(dir)
+                            })
                     })
                 };
                 if event.is_ok_and(|event| !is_read(&event.kind) && relevant(&event)) {
