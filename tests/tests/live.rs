@@ -10,6 +10,7 @@ use std::time::Instant;
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::CaSigner;
 use dice_tests::certs_cli::{Rolling, Tally};
+use dice_tests::client::roll_once;
 use dice_tests::live::{CUT_OFF_WITHIN, await_config_reload, await_cut_off, rewrite, rewrite_text};
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
 use dice_tests::{Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, fresh_pki};
@@ -213,7 +214,8 @@ async fn admin_limits_and_node_name_change_live_while_a_connection_rolls() {
         .node("renamed-node")
         .admin([CLIENT_SAN])
         .limit("max_connections", "500")
-        .log_level("info");
+        .log_level("info")
+        .log_format("json");
     rewrite(&agent, &changed);
     await_config_reload(&info, "the config reload", |last| last.ok).await;
     let after = info.info().await.expect("info");
@@ -223,13 +225,24 @@ async fn admin_limits_and_node_name_change_live_while_a_connection_rolls() {
         line.contains("config reloaded")
     })
     .await;
-    for key in ["node.name", "admin", "limits.max_connections"] {
+    for key in ["node.name", "admin", "limits.max_connections", "log.level"] {
         assert!(summary.contains(key), "{key} missing from: {summary}");
     }
-    await_log(&agent, "log.level named as needing a restart", |line| {
-        line.contains("needs a restart") && line.contains("key=log")
+    await_log(&agent, "log.format named as needing a restart", |line| {
+        line.contains("needs a restart") && line.contains("key=log.format")
     })
     .await;
+    // At info, a fresh handshake logs no DEBUG line any more.
+    let seen = agent.logs().lines().count();
+    roll_once(addr, &pki.client_tls()).await.expect("roll");
+    let debug: Vec<String> = (agent.logs().lines().skip(seen))
+        .filter(|line| line.contains(" DEBUG "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        debug.is_empty(),
+        "DEBUG lines after log.level = info: {debug:?}"
+    );
     assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
     let metrics = scrape(agent.metrics_addr().expect("metrics address")).await;
     assert_eq!(

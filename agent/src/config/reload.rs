@@ -4,7 +4,7 @@
 //! `dice_config_reloads_total{outcome="rejected"}`. A valid one is put in
 //! force at once for the keys that can change live (listeners added,
 //! removed or changed, their `allow` lists and certificate files, `[admin]`,
-//! the connection limits, `node.name`, `shutdown.grace_period`,
+//! the connection limits, `log.level`, `node.name`, `shutdown.grace_period`,
 //! `tls.recheck_connections`); each other key that changed is named in a
 //! warning saying it needs a restart, and keeps its old value meanwhile.
 
@@ -96,17 +96,26 @@ impl ConfigReload {
 
     fn apply(&self, new: Config) {
         let old = self.live.current();
-        let (merged, changes) = merge(&old, new);
+        let (mut merged, mut changes) = merge(&old, new);
         for key in &changes.need_restart {
             warn!(target: TARGET, key = %key, "config key changed but cannot change live: it needs a restart; the old value stays in force");
         }
         if changes.applied.iter().any(|key| key.starts_with("limits.")) {
             info!(target: TARGET, "new limits apply to new connections; HTTP/2 settings of open connections stay as they were");
         }
+        let level = changes.applied.iter().any(|key| key == "log.level");
         if changes.applied.is_empty() {
             info!(target: TARGET, config = %self.path.display(), "config reloaded; nothing to change live");
         } else {
             info!(target: TARGET, config = %self.path.display(), changed = %changes.applied.join(","), "config reloaded");
+        }
+        // Last, so that the lines above are logged at the level they were.
+        if level && let Err(error) = crate::log::set_level(&merged.log.level) {
+            warn!(target: TARGET, key = "log.level", %error, "log.level not changed");
+            merged.log.level.clone_from(&old.log.level);
+            changes.applied.retain(|key| key != "log.level");
+        }
+        if !changes.applied.is_empty() {
             self.live.replace(merged);
         }
         self.record(true, String::new());
@@ -157,8 +166,12 @@ pub fn merge(old: &Config, new: Config) -> (Config, Changes) {
     }
     merged.limits = merge_limits(&old.limits, &new.limits, &mut changes);
     merge_listeners(&mut merged, old, &new, &mut changes);
+    if new.log.level != old.log.level {
+        changes.applied.push("log.level".into());
+        merged.log.level = new.log.level.clone();
+    }
     let fixed = [
-        ("log", old.log != new.log),
+        ("log.format", old.log.format != new.log.format),
         ("metrics.address", old.metrics != new.metrics),
         ("reload", old.reload != new.reload),
     ];
@@ -287,12 +300,16 @@ mod tests {
         let (merged, changes) = merge(&old, new);
         assert_eq!(
             changes.applied,
-            ["shutdown.grace_period", "limits.max_connections"]
+            [
+                "shutdown.grace_period",
+                "limits.max_connections",
+                "log.level"
+            ]
         );
-        assert_eq!(changes.need_restart, ["limits.request_timeout", "log"]);
+        assert_eq!(changes.need_restart, ["limits.request_timeout"]);
         assert_eq!(merged.limits.max_connections, 20);
         assert_eq!(merged.limits.request_timeout, old.limits.request_timeout);
-        assert_eq!(merged.log, old.log);
+        assert_eq!(merged.log.level, "debug");
         assert_eq!(merged.grace_period, std::time::Duration::from_secs(1));
     }
 
