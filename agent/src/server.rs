@@ -63,12 +63,11 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let (accepted, incoming) = mpsc::channel(ACCEPTED_QUEUE);
     let mut accept_loops = JoinSet::new();
-    if let Some(metrics) = bound.metrics {
-        if let Ok(address) = metrics.local_addr() {
-            info!(%address, "serving metrics at /metrics");
-        }
-        accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
-    }
+    accept_loops.spawn(crate::metrics::serve_following(
+        bound.metrics,
+        state.live.clone(),
+        stop.clone(),
+    ));
     let live = state.live.clone();
     let connections = Arc::new(Connections::default());
     let listeners = Listeners::new(

@@ -10,7 +10,7 @@ use std::time::Instant;
 use dice_tests::abuse::{sample, scrape};
 use dice_tests::ca::CaSigner;
 use dice_tests::certs_cli::{Rolling, Tally};
-use dice_tests::client::roll_once;
+use dice_tests::client::{roll_once, status_chain};
 use dice_tests::live::{CUT_OFF_WITHIN, await_config_reload, await_cut_off, rewrite, rewrite_text};
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
 use dice_tests::{Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, fresh_pki};
@@ -149,7 +149,11 @@ async fn a_client_removed_from_allow_is_cut_off_while_another_rolls_on() {
         agent.dump()
     );
     // Its next connection is served no RPC.
-    assert!(error.contains("allow list"), "{error}");
+    let next = open
+        .roll()
+        .await
+        .expect_err("a removed client is served no RPC");
+    assert!(status_chain(&next).contains("allow list"), "{next:?}");
     await_cut_off_warning(&agent, VICTIM_SAN, "not allowed").await;
     await_log(&agent, "the config reload summary", |line| {
         line.contains("config reloaded") && line.contains("listeners[0].allow")
@@ -386,5 +390,37 @@ async fn new_certificate_paths_are_served_without_dropping_a_connection() {
     let third = pki.issue(&LeafSpec::server("third"));
     live.rotate(&third, Replace::Rename);
     await_serial(addr, &pki.client_tls(), third.serial()).await;
+    assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
+}
+
+#[tokio::test]
+async fn a_new_metrics_address_is_bound_and_the_old_one_closed() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki);
+    let agent = Agent::spawn(&config.clone().extra(METRICS));
+    let old = agent.metrics_addr().expect("metrics address");
+    let rolling = Rolling::start(agent.addr("mtls"), pki.client_tls()).await;
+
+    rewrite(
+        &agent,
+        &config.extra("[metrics]\naddress = \"127.0.0.2:0\""),
+    );
+    let line = await_log(&agent, "metrics on the new address", |line| {
+        line.contains("serving metrics at /metrics") && line.contains("address=127.0.0.2:")
+    })
+    .await;
+    let address: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in: {line}"));
+    let metrics = scrape(address).await;
+    assert!(metrics.contains("dice_config_reloads_total"), "{metrics}");
+    assert!(
+        dice_tests::poll_until(dice_tests::rotation::RELOAD_TIMEOUT, || {
+            std::net::TcpStream::connect(old).is_err()
+        }),
+        "the old metrics address still accepts"
+    );
     assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
 }

@@ -4,7 +4,7 @@
 //! `dice_config_reloads_total{outcome="rejected"}`. A valid one is put in
 //! force at once for the keys that can change live (listeners added,
 //! removed or changed, their `allow` lists and certificate files, `[admin]`,
-//! the connection limits, `log.level`, `node.name`, `shutdown.grace_period`,
+//! the connection limits, `log.level`, `metrics.address`, `node.name`, `shutdown.grace_period`,
 //! `tls.recheck_connections`); each other key that changed is named in a
 //! warning saying it needs a restart, and keeps its old value meanwhile.
 
@@ -166,13 +166,16 @@ pub fn merge(old: &Config, new: Config) -> (Config, Changes) {
     }
     merged.limits = merge_limits(&old.limits, &new.limits, &mut changes);
     merge_listeners(&mut merged, old, &new, &mut changes);
+    if new.metrics != old.metrics {
+        changes.applied.push("metrics.address".into());
+        merged.metrics = new.metrics;
+    }
     if new.log.level != old.log.level {
         changes.applied.push("log.level".into());
         merged.log.level = new.log.level.clone();
     }
     let fixed = [
         ("log.format", old.log.format != new.log.format),
-        ("metrics.address", old.metrics != new.metrics),
         ("reload", old.reload != new.reload),
     ];
     for (key, changed) in fixed {

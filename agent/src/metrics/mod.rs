@@ -3,9 +3,11 @@
 //! API requests and build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
+mod follow;
 mod http;
 mod rpc;
 
+pub(crate) use follow::serve_following;
 pub(crate) use http::serve;
 pub(crate) use rpc::record_rpc;
 
