@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::log::RpcSink;
-use crate::net::http2::{self, Server};
+use crate::net::http2::Server;
 use crate::net::{Bound, Connections, Listeners, watch_and_recheck};
 use crate::process::{StopSignals, ready, systemd};
 use crate::rpc::{Authz, Dispatch, RequestTimeout, RpcLog, rewrite_response};
@@ -105,14 +105,7 @@ pub async fn serve(
         .layer_fn(Authz::new)
         .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = Server::new(
-        stack,
-        http2::builder(&limits),
-        stop.clone(),
-        connections,
-        live.clone(),
-    )
-    .run(incoming);
+    let server = Server::new(stack, stop.clone(), connections, live.clone()).run(incoming);
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {

@@ -186,8 +186,8 @@ pub fn merge(old: &Config, new: Config) -> (Config, Changes) {
     (merged, changes)
 }
 
-/// `new`'s limits, except those baked into the HTTP/2 server and the RPC
-/// stack at start, which keep `old`'s values.
+/// `new`'s limits, except those baked into the RPC stack at start, which
+/// keep `old`'s values. HTTP/2 settings apply to new connections.
 fn merge_limits(old: &Limits, new: &Limits, changes: &mut Changes) -> Limits {
     let mut merged = *new;
     let live = [
@@ -204,24 +204,9 @@ fn merge_limits(old: &Limits, new: &Limits, changes: &mut Changes) -> Limits {
             old.max_connections != new.max_connections,
         ),
         ("limits.idle_timeout", old.idle_timeout != new.idle_timeout),
-    ];
-    for (key, changed) in live {
-        if changed {
-            changes.applied.push(key.into());
-        }
-    }
-    let fixed = [
         (
             "limits.max_concurrent_streams",
             old.max_concurrent_streams != new.max_concurrent_streams,
-        ),
-        (
-            "limits.max_message_bytes",
-            old.max_message_bytes != new.max_message_bytes,
-        ),
-        (
-            "limits.request_timeout",
-            old.request_timeout != new.request_timeout,
         ),
         (
             "limits.keepalive_interval",
@@ -232,16 +217,28 @@ fn merge_limits(old: &Limits, new: &Limits, changes: &mut Changes) -> Limits {
             old.keepalive_timeout != new.keepalive_timeout,
         ),
     ];
+    for (key, changed) in live {
+        if changed {
+            changes.applied.push(key.into());
+        }
+    }
+    let fixed = [
+        (
+            "limits.max_message_bytes",
+            old.max_message_bytes != new.max_message_bytes,
+        ),
+        (
+            "limits.request_timeout",
+            old.request_timeout != new.request_timeout,
+        ),
+    ];
     for (key, changed) in fixed {
         if changed {
             changes.need_restart.push(key.into());
         }
     }
-    merged.max_concurrent_streams = old.max_concurrent_streams;
     merged.max_message_bytes = old.max_message_bytes;
     merged.request_timeout = old.request_timeout;
-    merged.keepalive_interval = old.keepalive_interval;
-    merged.keepalive_timeout = old.keepalive_timeout;
     merged
 }
 

@@ -56,26 +56,24 @@ pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 #[derive(Clone)]
 pub struct Server<S> {
     stack: S,
-    builder: http2::Builder<TokioExecutor>,
     stop: CancellationToken,
     connections: Arc<Connections>,
     live: Arc<LiveConfig>,
 }
 
 impl<S> Server<S> {
-    /// Serves `stack` with `builder`'s settings until `stop`, registering
-    /// every connection in `connections`; the grace period of a connection
-    /// told to go away is read from `live`.
+    /// Serves `stack` until `stop`, registering every connection in
+    /// `connections`. Each new connection gets the HTTP/2 settings of the
+    /// limits in `live` as they are then (open ones keep theirs), and the
+    /// grace period of a connection told to go away is read from it too.
     pub fn new(
         stack: S,
-        builder: http2::Builder<TokioExecutor>,
         stop: CancellationToken,
         connections: Arc<Connections>,
         live: Arc<LiveConfig>,
     ) -> Self {
         Self {
             stack,
-            builder,
             stop,
             connections,
             live,
@@ -118,7 +116,8 @@ where
         };
         let go_away = self.stop.child_token();
         let _registered = self.connections.register(info.clone(), go_away.clone());
-        let connection = self.builder.serve_connection(TokioIo::new(conn), service);
+        let connection =
+            builder(&self.live.current().limits).serve_connection(TokioIo::new(conn), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
             biased;
