@@ -319,11 +319,13 @@ async fn sighup_rereads_the_config_file() {
 
 // === listeners ===
 
-/// The address a `listening` line logged for `listener`.
-async fn await_listening(agent: &Agent, listener: &str) -> std::net::SocketAddr {
+/// The address a `listening` line logged for `listener` on an address that
+/// starts with `host`.
+async fn await_listening(agent: &Agent, listener: &str, host: &str) -> std::net::SocketAddr {
     let needle = format!("listener={listener} ");
+    let address = format!("address={host}");
     let line = await_log(agent, "the new listener's listening line", |line| {
-        line.contains("listening") && line.contains(&needle)
+        line.contains("listening") && line.contains(&needle) && line.contains(&address)
     })
     .await;
     let address = line
@@ -347,7 +349,7 @@ async fn a_listener_added_serves_and_one_removed_drains() {
 
     let added = config.clone().listener(ListenerConfig::h2c("extra"));
     rewrite(&agent, &added);
-    let extra = await_listening(&agent, "extra").await;
+    let extra = await_listening(&agent, "extra", "127.0.0.1:").await;
     let client = Client::h2c(extra)
         .await
         .expect("connect to the added listener");
@@ -429,4 +431,31 @@ async fn a_new_metrics_address_is_bound_and_the_old_one_closed() {
         "the old metrics address still accepts"
     );
     assert_no_errors(&rolling.finish().await, "the rolling client", &agent);
+}
+
+#[tokio::test]
+async fn a_listener_whose_address_changed_is_rebound_and_drains_the_old_one() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki);
+    let agent = Agent::spawn(&config);
+    let old = agent.addr("h2c");
+    let open = Client::h2c(old).await.expect("connect to h2c");
+    open.roll().await.expect("roll on h2c");
+
+    let mut moved = config.clone();
+    for listener in &mut moved.listeners {
+        if listener.name.as_deref() == Some("h2c") {
+            *listener = ListenerConfig::h2c("h2c").address("127.0.0.2:0");
+        }
+    }
+    rewrite(&agent, &moved);
+    let new = await_listening(&agent, "h2c", "127.0.0.2:").await;
+    assert_ne!(new, old);
+    let client = Client::h2c(new).await.expect("connect to the new address");
+    client.roll().await.expect("the moved listener serves");
+    let (_, error) = await_cut_off(&open, Instant::now()).await;
+    assert!(
+        Client::h2c(old).await.is_err(),
+        "the old address still accepts ({error})"
+    );
 }

@@ -238,3 +238,35 @@ fn judge(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_errors_name_their_reason() {
+        let cases = [
+            (CertificateError::Revoked, Reason::Revoked, "revoked"),
+            (
+                CertificateError::UnknownIssuer,
+                Reason::UntrustedCa,
+                "untrusted_ca",
+            ),
+            (
+                CertificateError::BadSignature,
+                Reason::UntrustedCa,
+                "untrusted_ca",
+            ),
+            (CertificateError::Expired, Reason::Expired, "expired"),
+            (CertificateError::NotValidYet, Reason::Invalid, "invalid"),
+        ];
+        for (error, reason, label) in cases {
+            let error = Error::InvalidCertificate(error);
+            assert_eq!(Reason::of(&error), reason, "{error}");
+            assert_eq!(reason.label(), label);
+            assert!(crate::metrics::CLOSE_REASONS.contains(&label));
+        }
+        assert_eq!(Reason::NotAllowed.label(), "not_allowed");
+        assert_eq!(Reason::NotAllowed.text(), "not allowed");
+    }
+}
