@@ -3,11 +3,14 @@
 //!
 //! Layout:
 //! - `cli`: command-line flags; [`config`]: the TOML config, parsed then
-//!   validated; `check`: `--check`.
+//!   validated, the config in force (`LiveConfig`) and its reload on SIGHUP
+//!   or a change of the file; `check`: `--check`.
 //! - [`tls`]: certificate material and CRLs, checked and turned into a
 //!   swappable rustls config; hot reload; expiry warnings; client identities.
 //! - `net`: binding, one accept loop per listener (TLS handshakes in their
-//!   own tasks), the accepted connection, hyper's HTTP/2 server on each.
+//!   own tasks) kept in step with config reloads, the accepted connection,
+//!   hyper's HTTP/2 server on each, the registry of open connections and
+//!   their re-check after every reload (GOAWAY to clients no longer admitted).
 //! - `server`: the gRPC services over all listeners, with graceful shutdown.
 //! - `rpc`: the per-RPC layers (log line, message limit, allow lists,
 //!   request timeout), the gRPC header names, dispatch to the services.
