@@ -71,5 +71,9 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             admin.allow.patterns().join(", ")
         );
     }
+    let _ = writeln!(
+        out,
+        "a running agent applies this config on SIGHUP or when the file is saved (keys that cannot change live are logged as needing a restart)"
+    );
     Ok(out)
 }

@@ -18,6 +18,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", required_unless_present_any = ["completions", "man"])]
     pub config: Option<PathBuf>,
     /// Load and validate the config and every certificate file, print a summary, and exit.
+    /// A running agent applies a config that passes when it gets SIGHUP or the file is saved.
     #[arg(long)]
     pub check: bool,
     /// Once every listener is bound, write the bound addresses here (one `NAME MODE ADDRESS` line per listener, and `metrics metrics ADDRESS` with [metrics]).

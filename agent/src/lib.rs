@@ -3,11 +3,14 @@
 //!
 //! Layout:
 //! - `cli`: command-line flags; [`config`]: the TOML config, parsed then
-//!   validated; `check`: `--check`.
+//!   validated, the config in force (`LiveConfig`) and its reload on SIGHUP
+//!   or a change of the file; `check`: `--check`.
 //! - [`tls`]: certificate material and CRLs, checked and turned into a
 //!   swappable rustls config; hot reload; expiry warnings; client identities.
 //! - `net`: binding, one accept loop per listener (TLS handshakes in their
-//!   own tasks), the accepted connection, hyper's HTTP/2 server on each.
+//!   own tasks) kept in step with config reloads, the accepted connection,
+//!   hyper's HTTP/2 server on each, the registry of open connections and
+//!   their re-check after every reload (GOAWAY to clients no longer admitted).
 //! - `server`: the gRPC services over all listeners, with graceful shutdown.
 //! - `rpc`: the per-RPC layers (log line, message limit, allow lists,
 //!   request timeout), the gRPC header names, dispatch to the services.
@@ -100,21 +103,26 @@ pub async fn run(
             "serving certificate"
         );
     }
+    let live = Arc::new(config::LiveConfig::new(config.clone()));
     let state = Arc::new(services::AgentState {
-        node: config.node_name.clone(),
-        profiles: bound
-            .listeners
-            .iter()
-            .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
-            .collect(),
+        live: live.clone(),
+        profiles: arc_swap::ArcSwap::from_pointee(
+            bound
+                .listeners
+                .iter()
+                .filter_map(|l| Some((l.config.name.clone(), l.tls.clone()?)))
+                .collect(),
+        ),
         last_reload: Mutex::new(Default::default()),
-        admin_enabled: config.admin.is_some(),
+        last_config_reload: Mutex::new(None),
+        rate_limits: Arc::new(rpc::RateLimiters::new(&config)),
     });
     let served: Vec<_> = profiles.values().cloned().collect();
     let reloader = tls::Reloader::new(
         profiles.into_values().collect(),
         state.clone(),
         config.reload,
+        config::ConfigReload::new(live, state.clone()),
     )
     .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
     // Daily expiry warnings, for as long as the server runs.

@@ -19,12 +19,10 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::log::RpcSink;
-use crate::net::http2::{self, Server};
-use crate::net::{Bound, accept_loop};
+use crate::net::http2::Server;
+use crate::net::{Bound, Connections, Listeners, watch_and_recheck};
 use crate::process::{StopSignals, ready, systemd};
-use crate::rpc::{
-    Authz, Dispatch, RateLimit, RateLimiters, RequestTimeout, RpcLog, rewrite_response,
-};
+use crate::rpc::{Authz, Dispatch, RateLimit, RequestTimeout, RpcLog, rewrite_response};
 use crate::services::{AgentState, Dice, Info};
 use crate::tls::Reloader;
 
@@ -65,34 +63,35 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let (accepted, incoming) = mpsc::channel(ACCEPTED_QUEUE);
     let mut accept_loops = JoinSet::new();
-    if let Some(metrics) = bound.metrics {
-        if let Ok(address) = metrics.local_addr() {
-            info!(%address, "serving metrics at /metrics");
-        }
-        accept_loops.spawn(crate::metrics::serve(metrics, stop.clone()));
-    }
-    // Swappable at runtime: `RateLimiters::update` applies a new config's limits.
-    let rate_limits = Arc::new(RateLimiters::new(config));
-    for listener in bound.listeners {
-        let rate = rate_limits.listener(&listener.config.name);
-        accept_loops.spawn(accept_loop(
-            listener,
-            config.limits,
-            rate,
-            accepted.clone(),
-            stop.clone(),
-        ));
-    }
-    drop(accepted);
+    accept_loops.spawn(crate::metrics::serve_following(
+        bound.metrics,
+        state.live.clone(),
+        stop.clone(),
+    ));
+    let live = state.live.clone();
+    let connections = Arc::new(Connections::default());
+    let listeners = Listeners::new(
+        state.clone(),
+        connections.clone(),
+        accepted,
+        bound.profiles,
+        reloader.follower(),
+    );
+    accept_loops.spawn(listeners.run(bound.listeners, stop.clone()));
     let reload_task = tokio::spawn(reloader.run(stop.clone()));
+    let recheck_task = tokio::spawn(watch_and_recheck(
+        connections.clone(),
+        state.clone(),
+        stop.clone(),
+    ));
 
-    let admin = AdminServiceServer::new(Admin::new(state.clone(), config.admin.clone()))
+    let admin = AdminServiceServer::new(Admin::new(state.clone()))
         .max_decoding_message_size(limits.max_message_bytes.max(ADMIN_MIN_MESSAGE_BYTES));
     let mut others = tonic::service::Routes::builder();
     others
         .add_service(health_service)
         .add_service(
-            AgentInfoServiceServer::new(Info::new(state))
+            AgentInfoServiceServer::new(Info::new(state.clone()))
                 .max_decoding_message_size(limits.max_message_bytes),
         )
         .add_service(admin)
@@ -104,10 +103,10 @@ pub async fn serve(
         .layer_fn(|inner| RpcLog::new(inner, rpc_sink))
         .map_response(rewrite_response)
         .layer_fn(Authz::new)
-        .layer_fn(|inner| RateLimit::new(inner, rate_limits.clone()))
+        .layer_fn(|inner| RateLimit::new(inner, state.rate_limits.clone()))
         .layer_fn(|inner| RequestTimeout::new(inner, limits.request_timeout))
         .service(Dispatch::new(dice, others));
-    let server = Server::new(stack, http2::builder(&limits), stop.clone()).run(incoming);
+    let server = Server::new(stack, stop.clone(), connections, live.clone()).run(incoming);
     let mut server = tokio::spawn(server);
 
     if let Some(path) = ready_file {
@@ -126,7 +125,12 @@ pub async fn serve(
             };
         }
     };
-    info!(signal, grace_period = ?config.grace_period, "stopping: refusing new connections, draining in-flight RPCs");
+    let grace_period = live.current().grace_period;
+    info!(
+        signal,
+        ?grace_period,
+        "stopping: refusing new connections, draining in-flight RPCs"
+    );
     systemd::stopping();
     health.set_not_serving::<DiceServiceServer<Dice>>().await;
     health
@@ -136,12 +140,16 @@ pub async fn serve(
     while accept_loops.join_next().await.is_some() {}
     // The reloader only waits on timers and events; it stops at once.
     let _ = reload_task.await;
-    match tokio::time::timeout(config.grace_period, &mut server).await {
+    let _ = recheck_task.await;
+    match tokio::time::timeout(grace_period, &mut server).await {
         Ok(Ok(())) => info!("stopped"),
         Ok(Err(error)) => return Err(error).context("the gRPC server task failed while draining"),
         Err(_) => {
             server.abort();
-            warn!(grace_period = ?config.grace_period, "grace period ran out; stopping with RPCs still in flight");
+            warn!(
+                ?grace_period,
+                "grace period ran out; stopping with RPCs still in flight"
+            );
         }
     }
     Ok(())

@@ -28,6 +28,8 @@
 //! - The bare reference server's pieces (a DiceService, an mTLS server config,
 //!   an accept loop) that `dice-reference` and the harness's own checks share
 //!   come from `dice_proto::testing`, as dicectl's unit tests use them too.
+//! - [`live`] rewrites a running agent's config and times how soon an open
+//!   connection is cut off after a reload.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
@@ -57,6 +59,7 @@ pub mod golden;
 pub mod h2raw;
 pub mod handshake;
 pub mod heavy;
+pub mod live;
 pub mod metrics;
 pub mod nginx;
 pub mod openssl;

@@ -15,6 +15,7 @@ mod h2c;
 mod harness;
 mod hostile;
 mod keys;
+mod live;
 mod mtls;
 mod nginx;
 mod operate;

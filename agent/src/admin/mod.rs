@@ -42,7 +42,6 @@ use dice_proto::keys::KeyType;
 use rustls::pki_types::CertificateDer;
 use tonic::{Request, Response, Status};
 
-use crate::config::AdminConfig;
 use crate::net::ConnInfo;
 use crate::services::AgentState;
 use crate::tls::TlsProfile;
@@ -58,7 +57,6 @@ const TARGET: &str = "dice_agent::admin";
 #[derive(Debug)]
 pub struct Admin {
     state: Arc<AgentState>,
-    config: Option<AdminConfig>,
     /// Held for the whole of each operation, until its blocking work ends
     /// (even if the RPC was given up on): one at a time.
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
@@ -75,11 +73,11 @@ struct Call {
 }
 
 impl Admin {
-    /// Serves the listeners of `state`, to the callers `config` allows.
-    pub fn new(state: Arc<AgentState>, config: Option<AdminConfig>) -> Self {
+    /// Serves the listeners of `state`, to the callers that `[admin]` of
+    /// the config in force (read at each call) allows.
+    pub fn new(state: Arc<AgentState>) -> Self {
         Self {
             state,
-            config,
             one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -113,7 +111,8 @@ impl Admin {
             listener.to_owned()
         };
         audit.listener = name.clone();
-        let Some(config) = &self.config else {
+        let live = self.state.live.current();
+        let Some(config) = &live.admin else {
             return Err(Status::permission_denied(
                 "admin RPCs are off on this node: its config has no [admin] table",
             ));
@@ -124,19 +123,13 @@ impl Admin {
                 audit.caller
             )));
         }
-        let profile = self
-            .state
-            .profiles
+        let profiles = self.state.profiles.load();
+        let profile = profiles
             .iter()
             .find(|(listener, _)| *listener == name)
             .map(|(_, profile)| profile.clone());
         let Some(profile) = profile else {
-            let names: Vec<&str> = self
-                .state
-                .profiles
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let names: Vec<&str> = profiles.iter().map(|(n, _)| n.as_str()).collect();
             return Err(Status::invalid_argument(format!(
                 "no mtls listener named \"{name}\" on this node: its mtls listeners are {}",
                 names.join(", ")

@@ -548,25 +548,34 @@ async fn prepare_as(
         .map(tonic::Response::into_inner)
 }
 
+/// The state of a node named `node-1` serving `profile` as listener
+/// `public`, with `admin` as its `[admin]` table.
+fn agent_state(profile: Arc<TlsProfile>, admin: Option<AdminConfig>) -> Arc<AgentState> {
+    let source =
+        "[node]\nname = \"node-1\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"h2c\"\n";
+    let mut config = crate::config::parse(std::path::Path::new("/test/agent.toml"), source)
+        .expect("a minimal config");
+    config.admin = admin;
+    Arc::new(AgentState {
+        rate_limits: Arc::new(crate::rpc::RateLimiters::new(&config)),
+        live: Arc::new(crate::config::LiveConfig::new(config)),
+        profiles: arc_swap::ArcSwap::from_pointee(vec![("public".to_owned(), profile)]),
+        last_reload: Default::default(),
+        last_config_reload: Default::default(),
+    })
+}
+
 #[tokio::test]
 async fn admin_rpcs_need_mtls_an_admin_table_and_an_allowed_caller() {
     let node = Node::new();
     let dicectl = node.admin[0].clone();
     let other = node.ca.client("web-1");
     let profile = Arc::new(node.profile);
-    let state = |admin_enabled| {
-        Arc::new(AgentState {
-            node: "node-1".into(),
-            profiles: vec![("public".to_owned(), profile.clone())],
-            last_reload: Default::default(),
-            admin_enabled,
-        })
-    };
     let allow = AdminConfig {
         allow: AllowList::new(vec!["dicectl".into()]),
     };
-    let on = Admin::new(state(true), Some(allow));
-    let off = Admin::new(state(false), None);
+    let on = Admin::new(agent_state(profile.clone(), Some(allow)));
+    let off = Admin::new(agent_state(profile.clone(), None));
 
     let denied = |result: Result<_, tonic::Status>, expected: &str| {
         let error = result.expect_err(expected);
@@ -679,13 +688,10 @@ async fn info_reports_fingerprints_trust_and_the_staged_key() {
     let node = Node::new();
     let ca_sha256 = dice_proto::cert::sha256_hex(&node.ca.der);
     let profile = Arc::new(node.profile);
-    let state = Arc::new(AgentState {
-        node: "node-1".into(),
-        profiles: vec![("public".to_owned(), profile.clone())],
-        last_reload: Default::default(),
-        admin_enabled: true,
-    });
-    let info = crate::services::Info::new(state);
+    let admin = AdminConfig {
+        allow: AllowList::new(vec!["dicectl".into()]),
+    };
+    let info = crate::services::Info::new(agent_state(profile.clone(), Some(admin)));
     let get = || async {
         info.get_info(tonic::Request::new(GetInfoRequest {}))
             .await

@@ -2,7 +2,9 @@
 //! validation pass turns it into a [`Config`] with no loose ends, collecting
 //! every error with its file, line and key.
 
+mod live;
 mod raw;
+mod reload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,9 @@ use std::time::Duration;
 
 pub use dice_proto::file_error::{FileError as ConfigError, FileErrors as ConfigErrors};
 use dice_proto::file_error::{Reporter, line_of};
+pub use live::LiveConfig;
 use raw::{RawConfig, RawListener, RawTls};
+pub use reload::ConfigReload;
 use toml::Spanned;
 
 use crate::rpc::{AllowList, Rate, RateLimits};
@@ -64,6 +68,9 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// `metrics.address`: where `/metrics` is served; `None` without a `[metrics]` table.
     pub metrics: Option<SocketAddr>,
+    /// `tls.recheck_connections`: after a reload, check every open mTLS
+    /// connection's client again and tell those no longer admitted to go away.
+    pub recheck_connections: bool,
     /// `[admin]`: who may call the admin API; `None` (no table) turns it off.
     pub admin: Option<AdminConfig>,
 }
@@ -372,6 +379,11 @@ impl Validator<'_, '_> {
             log: log?,
             limits: limits?,
             grace_period: grace_period?,
+            recheck_connections: raw
+                .tls
+                .recheck_connections
+                .as_ref()
+                .is_none_or(|flag| *flag.get_ref()),
         })
         .filter(|_| rate_limits.is_some())
     }
@@ -560,6 +572,14 @@ impl Validator<'_, '_> {
             .strict_permissions
             .as_ref()
             .is_some_and(|f| *f.get_ref());
+        if let Some(flag) = &own.recheck_connections {
+            self.report.error(
+                Some(flag.span().start),
+                format!("listeners[{index}].tls.recheck_connections"),
+                "applies to the whole agent",
+                Some("set recheck_connections in [tls] instead"),
+            );
+        }
         if let Some(value) = &own.expiry_warning {
             self.report.error(
                 Some(value.span().start),

@@ -59,6 +59,7 @@ pub struct RawTls {
     pub crl: Option<Spanned<Vec<String>>>,
     pub strict_permissions: Option<Spanned<bool>>,
     pub expiry_warning: Option<Spanned<String>>,
+    pub recheck_connections: Option<Spanned<bool>>,
 }
 
 /// One `[[listeners]]` entry.

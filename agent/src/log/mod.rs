@@ -12,6 +12,7 @@ mod timestamp;
 mod writer;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
@@ -43,9 +44,29 @@ pub fn init(format: LogFormat, level: &str) -> (LogGuard, RpcSink) {
     (guard, rpc)
 }
 
+/// Replaces the level filter of the installed subscriber.
+type SetLevel = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// How to change the level of the subscriber [`init`] installed.
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
+/// Puts `level` (a `log.level` value) in force from the next event on.
+/// Refused while `RUST_LOG` is set, since it overrides `log.level`.
+pub fn set_level(level: &str) -> Result<(), String> {
+    if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+        return Err("RUST_LOG is set, and it overrides log.level".to_owned());
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
+    let set = SET_LEVEL
+        .get()
+        .ok_or_else(|| "no log subscriber is installed".to_owned())?;
+    set(filter)
+}
+
 /// The agent's subscriber: `format`'s layout (in text, colour only if
 /// `ansi`), events that pass `filter`, written to `writer`. [`init`]
-/// installs it; the RPC line's test compares its own bytes with it.
+/// installs it; the RPC line's test compares its own bytes with it. The
+/// filter is reloadable: [`set_level`] changes it.
 fn subscriber<W>(format: LogFormat, ansi: bool, filter: EnvFilter, writer: W) -> Dispatch
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -55,11 +76,25 @@ where
         .with_timer(Timestamp)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.with_ansi(ansi).into(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .into(),
+        LogFormat::Text => {
+            let builder = builder.with_ansi(ansi).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_LEVEL.set(Box::new(move |filter| {
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.into()
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_LEVEL.set(Box::new(move |filter| {
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.into()
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! API requests and build info. One process-wide registry; `/metrics` renders it in the
 //! Prometheus (OpenMetrics) text format.
 
+mod follow;
 mod http;
 mod rpc;
 
+pub(crate) use follow::serve_following;
 pub(crate) use http::serve;
 pub(crate) use rpc::record_rpc;
 
@@ -85,6 +87,24 @@ pub(crate) struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the closed-connections counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClosedLabels {
+    /// The listener's name.
+    pub listener: String,
+    /// `revoked`, `untrusted_ca`, `expired`, `not_allowed` or `invalid`.
+    pub reason: &'static str,
+}
+
+/// Every `reason` of `dice_connections_closed_total`.
+pub const CLOSE_REASONS: [&str; 5] = [
+    "revoked",
+    "untrusted_ca",
+    "expired",
+    "not_allowed",
+    "invalid",
+];
+
 /// Labels of an admin API counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AdminLabels {
@@ -120,6 +140,11 @@ pub(crate) struct Metrics {
     pub rate_limited: Family<RateLimitLabels, Counter>,
     /// `dice_rate_limit_tracked_keys{listener,kind}`.
     pub rate_limit_tracked: Family<RateLimitLabels, Gauge>,
+    /// `dice_config_reloads_total{outcome}`.
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// `dice_connections_closed_total{listener,reason}`: open connections
+    /// told to go away because their client no longer passes the checks.
+    pub connections_closed: Family<ClosedLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -203,6 +228,18 @@ impl Metrics {
             Family::default(),
         );
         let (rate_limited, rate_limit_tracked) = rate_limit_families(&mut registry);
+        let config_reloads = registered(
+            &mut registry,
+            "config_reloads",
+            "Config file reloads, by outcome",
+            Family::default(),
+        );
+        let connections_closed = registered(
+            &mut registry,
+            "connections_closed",
+            "Open connections closed because a reload no longer admits their client, by listener and reason",
+            Family::default(),
+        );
         registry.register(
             "build",
             "The agent's version and git commit",
@@ -214,6 +251,7 @@ impl Metrics {
         // Series known in advance start at 0, so they exist before the first event.
         for outcome in ["ok", "rejected"] {
             drop(reloads.get_or_create(&OutcomeLabels { outcome }));
+            drop(config_reloads.get_or_create(&OutcomeLabels { outcome }));
         }
         for action in ADMIN_ACTIONS {
             for outcome in ADMIN_OUTCOMES {
@@ -231,6 +269,8 @@ impl Metrics {
             admin_requests,
             rate_limited,
             rate_limit_tracked,
+            config_reloads,
+            connections_closed,
         }
     }
 
@@ -242,6 +282,12 @@ impl Metrics {
             listener: listener.to_owned(),
         }));
         if tls {
+            for reason in CLOSE_REASONS {
+                drop(self.connections_closed.get_or_create(&ClosedLabels {
+                    listener: listener.to_owned(),
+                    reason,
+                }));
+            }
             for outcome in HANDSHAKE_OUTCOMES {
                 drop(self.handshakes.get_or_create(&HandshakeLabels {
                     listener: listener.to_owned(),

@@ -15,6 +15,8 @@ pub struct Bound {
     pub listeners: Vec<BoundListener>,
     /// The `/metrics` listener, when `[metrics]` is configured.
     pub metrics: Option<TcpListener>,
+    /// The certificate material of the mTLS listeners, by files.
+    pub profiles: HashMap<TlsFiles, Arc<TlsProfile>>,
 }
 
 /// Binds every listener of `config`, attaching its certificate material.
@@ -54,5 +56,6 @@ pub async fn bind(
     Ok(Bound {
         listeners: bound,
         metrics,
+        profiles: profiles.clone(),
     })
 }

@@ -9,6 +9,7 @@
 //! into the agent's stack.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -21,7 +22,8 @@ use tower::Service;
 use tracing::debug;
 
 use super::conn::{Conn, ConnInfo};
-use crate::config::Limits;
+use super::registry::Connections;
+use crate::config::{Limits, LiveConfig};
 
 /// The target of this module's events, as before it moved into `net/`.
 const TARGET: &str = "dice_agent::http2";
@@ -46,20 +48,35 @@ pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 /// period is applied by the caller), but its watcher runs tokio's
 /// cooperative-budget accounting on every poll of every connection, and
 /// per-RPC work is not to rise without a measurement that shows it does not.
+///
+/// Each connection is registered in `connections` while it is open,
+/// with a token of its own (a child of `stop`, so the connection still
+/// selects on one token) that a re-check cancels to send it a GOAWAY: its
+/// RPCs in flight get `shutdown.grace_period` to finish, then it is closed.
 #[derive(Clone)]
 pub struct Server<S> {
     stack: S,
-    builder: http2::Builder<TokioExecutor>,
     stop: CancellationToken,
+    connections: Arc<Connections>,
+    live: Arc<LiveConfig>,
 }
 
 impl<S> Server<S> {
-    /// Serves `stack` with `builder`'s settings until `stop`.
-    pub fn new(stack: S, builder: http2::Builder<TokioExecutor>, stop: CancellationToken) -> Self {
+    /// Serves `stack` until `stop`, registering every connection in
+    /// `connections`. Each new connection gets the HTTP/2 settings of the
+    /// limits in `live` as they are then (open ones keep theirs), and the
+    /// grace period of a connection told to go away is read from it too.
+    pub fn new(
+        stack: S,
+        stop: CancellationToken,
+        connections: Arc<Connections>,
+        live: Arc<LiveConfig>,
+    ) -> Self {
         Self {
             stack,
-            builder,
             stop,
+            connections,
+            live,
         }
     }
 }
@@ -97,14 +114,29 @@ where
             stack: self.stack,
             info: info.clone(),
         };
-        let connection = self.builder.serve_connection(TokioIo::new(conn), service);
+        let go_away = self.stop.child_token();
+        let _registered = self.connections.register(info.clone(), go_away.clone());
+        let connection =
+            builder(&self.live.current().limits).serve_connection(TokioIo::new(conn), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
             biased;
             ended = connection.as_mut() => ended,
-            () = self.stop.cancelled() => {
+            () = go_away.cancelled() => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                if self.stop.is_cancelled() {
+                    // The agent is stopping: its caller bounds the drain.
+                    connection.await
+                } else {
+                    let grace: Duration = self.live.current().grace_period;
+                    match tokio::time::timeout(grace, connection.as_mut()).await {
+                        Ok(ended) => ended,
+                        Err(_) => {
+                            debug!(target: TARGET, peer = %info.peer, listener = %info.listener, ?grace, "closing a connection told to go away: the grace period ran out");
+                            return;
+                        }
+                    }
+                }
             }
         };
         if let Err(error) = ended {

@@ -18,6 +18,7 @@ use super::handshake_rate::HandshakeGate;
 use crate::config::{Limits, ListenerConfig};
 use crate::metrics::HandshakeLabels;
 use crate::rpc::{AllowList, ListenerLimiter};
+use crate::services::AgentState;
 use crate::tls::ClientIdentity;
 use crate::tls::TlsProfile;
 
@@ -44,19 +45,49 @@ impl BoundListener {
     }
 }
 
+/// A semaphore whose size follows a limit that a config reload can change.
+struct Permits {
+    semaphore: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Permits {
+    fn new(size: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// Grows or shrinks to `size`. Shrinking takes back free permits only:
+    /// connections already open keep theirs, and the rest is taken back as
+    /// they close (on a later resize).
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.semaphore.add_permits(size - self.size);
+            self.size = size;
+        } else if size < self.size {
+            self.size -= self.semaphore.forget_permits(self.size - size);
+        }
+    }
+}
+
 /// Accepts connections until `shutdown`, handing each finished one to `conns`.
-/// On mTLS listeners, `rate` limits new connections per source IP.
+/// The listener's `allow` list, limits and certificate material are read from
+/// `state` for each new connection, so a config reload applies from the next
+/// one on. On mTLS listeners, `rate` limits new connections per source IP.
 pub async fn accept_loop(
     bound: BoundListener,
-    limits: Limits,
+    state: Arc<AgentState>,
     rate: Arc<ListenerLimiter>,
     conns: mpsc::Sender<Conn>,
     shutdown: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
-    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let allow = Arc::new(bound.config.allow.clone());
+    let live = state.live.clone();
+    let start = live.current().limits;
+    let mut handshakes = Permits::new(start.max_handshakes);
+    let mut slots = Permits::new(start.max_connections);
     let mut gate = HandshakeGate::new(rate);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
@@ -81,7 +112,11 @@ pub async fn accept_loop(
         if bound.tls.is_some() && !gate.admit(peer) {
             continue;
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let config = live.current();
+        let limits = config.limits;
+        handshakes.resize(limits.max_handshakes);
+        slots.resize(limits.max_connections);
+        let Ok(slot) = slots.semaphore.clone().try_acquire_owned() else {
             warn!(target: TARGET, listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
             continue;
         };
@@ -97,7 +132,12 @@ pub async fn accept_loop(
             denied: false,
             activity: Activity::default(),
         };
-        let Some(profile) = &bound.tls else {
+        let profile = bound.tls.as_ref().map(|first| {
+            let profiles = state.profiles.load();
+            let current = profiles.iter().find(|(listener, _)| **listener == *name);
+            current.map_or_else(|| first.clone(), |(_, profile)| profile.clone())
+        });
+        let Some(profile) = profile else {
             debug!(target: TARGET, listener = %name, %peer, "accepted h2c connection");
             if conns
                 .send(Conn::plain(stream, info, limits.idle_timeout, slot))
@@ -108,14 +148,21 @@ pub async fn accept_loop(
             }
             continue;
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        let Ok(permit) = handshakes.semaphore.clone().try_acquire_owned() else {
             warn!(target: TARGET, listener = %name, %peer, limit = limits.max_handshakes, "too many TLS handshakes in flight; refusing connection");
             continue;
         };
         let acceptor = TlsAcceptor::from(profile.server_config());
         let span = info_span!(target: TARGET, "conn", listener = %name, %peer);
         let conns = conns.clone();
-        let allow = allow.clone();
+        let allow = config
+            .listeners
+            .iter()
+            .find(|listener| *listener.name == *name)
+            .map_or_else(
+                || bound.config.allow.clone(),
+                |listener| listener.allow.clone(),
+            );
         tasks.spawn(
             async move {
                 let conn = handshake(acceptor, stream, info, limits, &allow, slot).await;

@@ -4,24 +4,30 @@
 
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use dice_proto::cert::rfc3339;
 use dice_proto::info::agent_info_service_server::AgentInfoService;
 use dice_proto::info::{AgentInfo, CertificateInfo, GetInfoRequest, ReloadResult, TlsState};
 use tonic::{Request, Response, Status};
 
+use crate::config::LiveConfig;
+use crate::rpc::RateLimiters;
 use crate::tls::{TlsMaterial, TlsProfile};
 
 /// What the info API reports, shared with the parts of the agent that change it.
 #[derive(Debug)]
 pub struct AgentState {
-    /// `node.name`.
-    pub node: String,
-    /// The TLS profile each mTLS listener serves, by listener name.
-    pub profiles: Vec<(String, Arc<TlsProfile>)>,
-    /// The latest reload outcome.
+    /// The config in force (`node.name`, `[admin]`, ...).
+    pub live: Arc<LiveConfig>,
+    /// The TLS profile each mTLS listener serves, by listener name; replaced
+    /// when a config reload adds, removes or re-points a listener.
+    pub profiles: ArcSwap<Vec<(String, Arc<TlsProfile>)>>,
+    /// The latest certificate reload outcome.
     pub last_reload: Mutex<ReloadResult>,
-    /// Whether the admin API is on (the config has `[admin]`).
-    pub admin_enabled: bool,
+    /// The latest config file reload outcome; `None` until the first.
+    pub last_config_reload: Mutex<Option<ReloadResult>>,
+    /// The per-client rate limiters, which follow config reloads.
+    pub rate_limits: Arc<RateLimiters>,
 }
 
 /// The AgentInfoService implementation.
@@ -68,15 +74,14 @@ impl AgentInfoService for Info {
     ) -> Result<Response<AgentInfo>, Status> {
         let state = &self.state;
         let now = crate::unix_now();
-        let certificates = state
-            .profiles
+        let profiles = state.profiles.load();
+        let certificates = profiles
             .iter()
             .map(|(listener, profile)| {
                 (listener.clone(), certificate_info(&profile.material(), now))
             })
             .collect();
-        let tls = state
-            .profiles
+        let tls = profiles
             .iter()
             .map(|(listener, profile)| (listener.clone(), tls_state(profile)))
             .collect();
@@ -85,13 +90,20 @@ impl AgentInfoService for Info {
             .lock()
             .map(|result| result.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let last_config_reload = state
+            .last_config_reload
+            .lock()
+            .map(|result| result.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let config = state.live.current();
         Ok(Response::new(AgentInfo {
-            node: state.node.clone(),
+            node: config.node_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             certificates,
             last_reload: Some(last_reload),
             tls,
-            admin_enabled: state.admin_enabled,
+            admin_enabled: config.admin.is_some(),
+            last_config_reload,
         }))
     }
 }

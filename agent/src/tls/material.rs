@@ -10,6 +10,7 @@ use dice_proto::cert::{CertSummary, check_chain_links, rfc3339, sha256_hex};
 use dice_proto::pem;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -183,6 +184,9 @@ pub struct TlsMaterial {
     pub client_cas: Vec<CaCert>,
     /// The server config that serves this material.
     pub server_config: Arc<ServerConfig>,
+    /// The client verifier inside `server_config` (the client CAs and CRLs):
+    /// open connections are checked again with it after a reload.
+    pub client_verifier: Arc<dyn ClientCertVerifier>,
     /// The fingerprint of the bytes it was built from (see [`TlsBytes::fingerprint`]).
     pub fingerprint: u64,
     /// Problems that do not stop the material from serving, such as an expired
@@ -291,19 +295,21 @@ impl TlsMaterial {
             }
         }
         let leaf_der = chain[0].clone();
-        let server_config = build_server_config(chain, key, roots, crls).map_err(|e| {
-            fail(
-                &files.cert,
-                format!("cannot build a TLS config: {e}"),
-                CERT_HINT,
-            )
-        })?;
+        let (server_config, client_verifier) = build_server_config(chain, key, roots, crls)
+            .map_err(|e| {
+                fail(
+                    &files.cert,
+                    format!("cannot build a TLS config: {e}"),
+                    CERT_HINT,
+                )
+            })?;
         Ok(Self {
             leaf,
             leaf_sha256: sha256_hex(&leaf_der),
             leaf_der,
             client_cas,
             server_config,
+            client_verifier,
             fingerprint: source.fingerprint(),
             warnings,
         })
@@ -348,7 +354,8 @@ fn check_key_matches(
     }
 }
 
-/// TLS 1.2 and 1.3, ALPN `h2`, a client certificate required and verified against `roots`.
+/// TLS 1.2 and 1.3, ALPN `h2`, a client certificate required and verified
+/// against `roots`; returned with its client verifier.
 ///
 /// Session resumption is bound to the material: each config gets rustls's
 /// default in-memory session cache of its own and no ticket key, so a session
@@ -360,7 +367,7 @@ fn build_server_config(
     key: PrivateKeyDer<'static>,
     roots: RootCertStore,
     crls: Vec<CertificateRevocationListDer<'static>>,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), rustls::Error> {
     let provider = dice_proto::crypto::provider();
     // A client whose issuer published no CRL here is not refused for that:
     // CRLs revoke what they list. Expired CRLs still apply (and are warned about).
@@ -371,8 +378,8 @@ fn build_server_config(
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), verifier))
 }

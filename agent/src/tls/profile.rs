@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use tokio::sync::watch;
 
 use super::{TlsError, TlsMaterial};
 use crate::config::{Config, Mode, TlsFiles};
@@ -20,6 +21,8 @@ pub struct TlsProfile {
     /// Held while the files are read (by the reloader) or replaced (by the
     /// admin API), so a reader never sees a half-replaced certificate and key.
     files_lock: Mutex<()>,
+    /// Counts installs, so open connections can be checked again after each.
+    installs: watch::Sender<u64>,
 }
 
 impl TlsProfile {
@@ -30,6 +33,7 @@ impl TlsProfile {
             files,
             current: ArcSwap::from_pointee(material),
             files_lock: Mutex::new(()),
+            installs: watch::Sender::new(0),
         }
     }
 
@@ -55,6 +59,13 @@ impl TlsProfile {
     pub fn install(&self, material: TlsMaterial) {
         export_not_after(&self.files, &material);
         self.current.store(Arc::new(material));
+        self.installs.send_modify(|count| *count += 1);
+    }
+
+    /// Wakes on every [`TlsProfile::install`] from now on (a file reload, or
+    /// an admin install, trust change or rollback).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.installs.subscribe()
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dice_proto::cert::rfc3339;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{TlsBytes, TlsError, TlsMaterial, TlsProfile};
-use crate::config::ReloadConfig;
+use crate::config::{ConfigReload, ReloadConfig};
 use crate::services::AgentState;
 
 /// The target of this module's events, as before it moved into `tls/`.
@@ -62,11 +62,18 @@ pub struct Reloader {
     failing: Vec<Option<Failing>>,
     state: Arc<AgentState>,
     config: ReloadConfig,
+    /// The config file, re-read on its own changes and on SIGHUP.
+    config_file: ConfigReload,
     hangup: Signal,
     /// Woken by the watcher on any event in a watched folder.
     events: mpsc::Receiver<()>,
+    /// Profiles of listeners a config reload added or re-pointed, to follow too.
+    adopt: mpsc::UnboundedReceiver<Arc<TlsProfile>>,
+    adopt_sender: mpsc::UnboundedSender<Arc<TlsProfile>>,
+    /// The folders of certificate files, where any event wakes the reloader.
+    cert_dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
     /// Kept for its watches; `None` if watching failed (then polls and SIGHUP only).
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Reloader {
@@ -78,20 +85,64 @@ impl Reloader {
         profiles: Vec<Arc<TlsProfile>>,
         state: Arc<AgentState>,
         config: ReloadConfig,
+        config_file: ConfigReload,
     ) -> std::io::Result<Self> {
         let (sender, events) = mpsc::channel::<()>(1);
+        let (adopt_sender, adopt) = mpsc::unbounded_channel();
         let mut reloader = Self {
             failing: profiles.iter().map(|_| None).collect(),
             profiles,
             state,
             config,
+            config_file,
             hangup: signal(SignalKind::hangup())?,
             events,
-            _watcher: None,
+            adopt,
+            adopt_sender,
+            cert_dirs: Arc::default(),
+            watcher: None,
         };
-        reloader._watcher = reloader.watch(sender);
+        reloader.watcher = reloader.watch(sender);
         reloader.check_all(Trigger::Changed);
         Ok(reloader)
+    }
+
+    /// Where to send the profile of a listener a config reload added or
+    /// re-pointed at other files, so that its files are watched too.
+    pub fn follower(&self) -> mpsc::UnboundedSender<Arc<TlsProfile>> {
+        self.adopt_sender.clone()
+    }
+
+    /// Follows `profile` from now on, watching the folders of its files.
+    fn adopt(&mut self, profile: Arc<TlsProfile>) {
+        if self.profiles.iter().any(|p| Arc::ptr_eq(p, &profile)) {
+            return;
+        }
+        let files = &profile.files;
+        let paths = [&files.cert, &files.key, &files.client_ca]
+            .into_iter()
+            .chain(&files.crl)
+            .map(|file| file.path.as_path())
+            .collect();
+        for dir in dirs_of(paths) {
+            let added = self
+                .cert_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir.clone());
+            if let (true, Some(watcher)) = (added, self.watcher.as_mut()) {
+                match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        info!(target: TARGET, dir = %dir.display(), "watching for certificate changes")
+                    }
+                    Err(error) => {
+                        warn!(target: TARGET, dir = %dir.display(), %error, "cannot watch folder; relying on reload.poll_interval and SIGHUP")
+                    }
+                }
+            }
+        }
+        self.profiles.push(profile);
+        self.failing.push(None);
     }
 
     /// Watches and reloads until `stop`.
@@ -106,6 +157,10 @@ impl Reloader {
             let retry = self.failing.iter().any(Option::is_some);
             let trigger = tokio::select! {
                 () = stop.cancelled() => return,
+                Some(profile) = self.adopt.recv() => {
+                    self.adopt(profile);
+                    continue;
+                }
                 Some(()) = self.events.recv() => {
                     // Quiet for DEBOUNCE, or MAX_DEBOUNCE at most: a folder that never
                     // goes quiet must not hold off reloads, SIGHUP or shutdown.
@@ -125,7 +180,7 @@ impl Reloader {
                     Trigger::Changed
                 }
                 _ = self.hangup.recv() => {
-                    info!(target: TARGET, "SIGHUP: re-checking all certificate material");
+                    info!(target: TARGET, "SIGHUP: re-reading the config file and re-checking all certificate material");
                     Trigger::Forced
                 }
                 _ = tick(poll.as_mut()) => Trigger::Changed,
@@ -143,12 +198,37 @@ impl Reloader {
 
     /// Starts a watcher on the folder of every configured file, and of the
     /// file a symlink points at. Without one, the poll timer alone notices changes.
+    ///
+    /// In a folder of certificate files any change wakes the reloader (a
+    /// Kubernetes `..data` swap touches no configured name); in the config
+    /// file's own folder only a change naming the config file does, so that
+    /// busy neighbours (a log file, say) never hold off a reload.
     fn watch(&self, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        *self
+            .cert_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = dirs_of(self.cert_paths());
+        let cert_dirs = self.cert_dirs.clone();
+        let config_file = self.config_file.path().to_owned();
+        let config_names: Vec<PathBuf> = std::iter::once(config_file.clone())
+            .chain(std::fs::canonicalize(&config_file).ok())
+            .collect();
         let mut watcher = match notify::recommended_watcher(
             move |event: notify::Result<notify::Event>| {
                 // Opening a file is no change, and the checks open every file:
                 // waking on opens would make each check wake the next, forever.
-                if event.is_ok_and(|event| !is_read(&event.kind)) {
+                let relevant = |event: &notify::Event| {
+                    event.paths.iter().any(|path| {
+                        config_names.contains(path)
+                            || path.parent().is_some_and(|dir| {
+                                cert_dirs
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .contains(dir)
+                            })
+                    })
+                };
+                if event.is_ok_and(|event| !is_read(&event.kind) && relevant(&event)) {
                     // A full channel already holds a wake-up: nothing is lost.
                     let _ = events.try_send(());
                 }
@@ -174,30 +254,28 @@ impl Reloader {
     }
 
     fn watched_dirs(&self) -> BTreeSet<PathBuf> {
-        let mut dirs = BTreeSet::new();
+        let mut paths = self.cert_paths();
+        paths.push(self.config_file.path());
+        dirs_of(paths)
+    }
+
+    /// Every certificate, key, CA and CRL file of every profile.
+    fn cert_paths(&self) -> Vec<&Path> {
+        let mut paths = Vec::new();
         for profile in &self.profiles {
             let files = &profile.files;
-            for file in [&files.cert, &files.key, &files.client_ca]
-                .into_iter()
-                .chain(&files.crl)
-            {
-                let resolved = std::fs::canonicalize(&file.path).ok();
-                for path in std::iter::once(file.path.as_path()).chain(resolved.as_deref()) {
-                    if let Some(dir) = path.parent() {
-                        let dir = if dir.as_os_str().is_empty() {
-                            Path::new(".")
-                        } else {
-                            dir
-                        };
-                        dirs.insert(dir.to_owned());
-                    }
-                }
-            }
+            paths.extend(
+                [&files.cert, &files.key, &files.client_ca]
+                    .into_iter()
+                    .chain(&files.crl)
+                    .map(|file| file.path.as_path()),
+            );
         }
-        dirs
+        paths
     }
 
     fn check_all(&mut self, trigger: Trigger) {
+        self.config_file.check(trigger == Trigger::Forced);
         for index in 0..self.profiles.len() {
             self.check(index, trigger);
         }
@@ -286,6 +364,25 @@ impl Reloader {
             Err(poisoned) => *poisoned.into_inner() = result,
         }
     }
+}
+
+/// The folders of `paths`, and of the files they point at if symlinks.
+fn dirs_of(paths: Vec<&Path>) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    for file in paths {
+        let resolved = std::fs::canonicalize(file).ok();
+        for path in std::iter::once(file).chain(resolved.as_deref()) {
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                dirs.insert(dir.to_owned());
+            }
+        }
+    }
+    dirs
 }
 
 /// An event that only says a file was opened or read. A write that ends

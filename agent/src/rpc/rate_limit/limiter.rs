@@ -160,6 +160,15 @@ pub struct RateLimiters {
     any_rpc: AtomicBool,
 }
 
+impl std::fmt::Debug for RateLimiters {
+    /// The listeners limited, not their tables.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiters")
+            .field("listeners", &self.listeners.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RateLimiters {
     /// The limiters of `config`'s listeners.
     pub fn new(config: &Config) -> Self {
