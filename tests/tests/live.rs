@@ -459,3 +459,50 @@ async fn a_listener_whose_address_changed_is_rebound_and_drains_the_old_one() {
         "the old address still accepts ({error})"
     );
 }
+
+/// Rolls on `client` until an RPC is refused for its rate, within 200 rolls;
+/// returns the refusal's message, or `None` if every roll succeeded.
+async fn first_rate_refusal(client: &Client) -> Option<String> {
+    for _ in 0..200 {
+        if let Err(status) = client.roll().await {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            return Some(status.message().to_owned());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_rate_limit_set_and_lifted_by_a_reload_applies_to_an_open_connection() {
+    let (_dir, pki) = fresh_pki();
+    let config = AgentConfig::standard(&pki);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let client = Client::mtls(addr, &pki.client_tls())
+        .await
+        .expect("connect");
+    assert_eq!(first_rate_refusal(&client).await, None, "no limit yet");
+
+    let limited = config
+        .clone()
+        .limit("rpc_rate", "\"2/s\"")
+        .limit("rpc_burst", "2");
+    rewrite(&agent, &limited);
+    await_config_reload(&client, "the limit set", |last| last.ok).await;
+    let refusal = first_rate_refusal(&client)
+        .await
+        .expect("over 2/s, an RPC is refused on the connection already open");
+    assert!(refusal.contains("limits.rpc_rate"), "{refusal}");
+
+    rewrite(&agent, &config);
+    // The info API is rate limited too: wait for the second reload's log line.
+    let lifted = dice_tests::poll_until(dice_tests::rotation::RELOAD_TIMEOUT, || {
+        agent.logs().matches("config reloaded").count() >= 2
+    });
+    assert!(lifted, "no second config reload\n{}", agent.dump());
+    assert_eq!(
+        first_rate_refusal(&client).await,
+        None,
+        "the limit is lifted"
+    );
+}
