@@ -324,6 +324,12 @@ async fn set_trust_refuses_a_bundle_that_would_lock_the_caller_out() {
         before,
         "rolled back to the very same bundle"
     );
+    // The stranger's CA is no longer trusted: its open connection is cut off.
+    let (after, error) = dice_tests::live::await_cut_off(&client, std::time::Instant::now()).await;
+    assert!(
+        after < dice_tests::live::CUT_OFF_WITHIN,
+        "cut off only after {after:?}: {error}"
+    );
 }
 
 /// Makes a folder immutable (`chattr +i`) until dropped: even root cannot
