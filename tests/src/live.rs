@@ -55,3 +55,14 @@ pub async fn await_cut_off(client: &Client, since: Instant) -> (Duration, String
     )
     .await
 }
+
+/// Asserts that `client`'s connection is cut off within [`CUT_OFF_WITHIN`]
+/// of `since`; `what` names it in the failure, with `agent`'s logs.
+pub async fn assert_cut_off_in_time(client: &Client, since: Instant, what: &str, agent: &Agent) {
+    let (after, error) = await_cut_off(client, since).await;
+    assert!(
+        after <= CUT_OFF_WITHIN,
+        "{what} was cut off after {after:?} ({error})\n{}",
+        agent.dump()
+    );
+}
