@@ -91,6 +91,41 @@ async fn a_client_revoked_by_a_new_crl_is_cut_off_while_another_rolls_on() {
     assert_no_errors(&bystander.finish().await, "the other client", &agent);
 }
 
+/// `tls.crl` itself changed by a config reload: a CRL list added to a node
+/// that had none revokes an open connection, as a new CRL file does.
+#[tokio::test]
+async fn a_crl_list_added_by_a_config_reload_cuts_off_the_client_it_revokes() {
+    let (dir, pki) = fresh_pki();
+    let victim = pki.issue(&LeafSpec::client("victim"));
+    let crl = dir.path().join("added.crl");
+    CaSigner::of(&pki).crl(&[&victim]).write_pem(&crl);
+    let config = AgentConfig::new("live-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .extra(METRICS);
+    let agent = Agent::spawn(&config);
+    let addr = agent.addr("mtls");
+    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
+        .await
+        .expect("the victim connects");
+    open.roll()
+        .await
+        .expect("the victim rolls with no CRL in force");
+    let bystander = Rolling::start(addr, pki.client_tls()).await;
+
+    let written = Instant::now();
+    rewrite(&agent, &config.clone().crl(&crl));
+    assert_cut_off_in_time(
+        &open,
+        written,
+        "the client the new CRL list revokes",
+        &agent,
+    )
+    .await;
+    await_cut_off_warning(&agent, VICTIM_SAN, "reason=\"revoked\"").await;
+    assert_no_errors(&bystander.finish().await, "the other client", &agent);
+}
+
 #[tokio::test]
 async fn a_client_whose_ca_is_dropped_is_cut_off_while_another_rolls_on() {
     let (dir, pki) = fresh_pki();
