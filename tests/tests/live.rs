@@ -15,7 +15,9 @@ use dice_tests::live::{
     assert_cut_off_in_time, await_config_reload, await_cut_off, rewrite, rewrite_text,
 };
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
-use dice_tests::{Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, fresh_pki};
+use dice_tests::{
+    Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, TlsClient, fresh_pki,
+};
 
 /// `[metrics]` on an ephemeral port.
 const METRICS: &str = "[metrics]\naddress = \"127.0.0.1:0\"";
@@ -59,6 +61,25 @@ async fn assert_closed_counted(agent: &Agent, reason: &str) {
     );
 }
 
+/// Starts an agent with `config`, connects as `victim` (which must roll),
+/// and starts a client rolling as `bystander`: the cast of every cut-off test.
+async fn victim_and_bystander(
+    config: &AgentConfig,
+    victim: &TlsClient,
+    bystander: TlsClient,
+) -> (Agent, Client, Rolling) {
+    let agent = Agent::spawn(config);
+    let addr = agent.addr("mtls");
+    let open = Client::mtls(addr, victim)
+        .await
+        .expect("the victim connects");
+    open.roll()
+        .await
+        .expect("the victim rolls while it is admitted");
+    let bystander = Rolling::start(addr, bystander).await;
+    (agent, open, bystander)
+}
+
 // === revocation reaches open connections ===
 
 #[tokio::test]
@@ -73,15 +94,8 @@ async fn a_client_revoked_by_a_new_crl_is_cut_off_while_another_rolls_on() {
         .crl(&crl)
         .listener(ListenerConfig::mtls("mtls"))
         .extra(METRICS);
-    let agent = Agent::spawn(&config);
-    let addr = agent.addr("mtls");
-    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
-        .await
-        .expect("the victim connects");
-    open.roll()
-        .await
-        .expect("the victim rolls before it is revoked");
-    let bystander = Rolling::start(addr, pki.client_tls()).await;
+    let (agent, open, bystander) =
+        victim_and_bystander(&config, &pki.client_tls_as(&victim), pki.client_tls()).await;
 
     let written = Instant::now();
     replace(&crl, ca.crl(&[&victim]).pem.as_bytes(), Replace::Rename);
@@ -103,15 +117,8 @@ async fn a_crl_list_added_by_a_config_reload_cuts_off_the_client_it_revokes() {
         .tls(pki.server_tls())
         .listener(ListenerConfig::mtls("mtls"))
         .extra(METRICS);
-    let agent = Agent::spawn(&config);
-    let addr = agent.addr("mtls");
-    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
-        .await
-        .expect("the victim connects");
-    open.roll()
-        .await
-        .expect("the victim rolls with no CRL in force");
-    let bystander = Rolling::start(addr, pki.client_tls()).await;
+    let (agent, open, bystander) =
+        victim_and_bystander(&config, &pki.client_tls_as(&victim), pki.client_tls()).await;
 
     let written = Instant::now();
     rewrite(&agent, &config.clone().crl(&crl));
@@ -139,13 +146,8 @@ async fn a_client_whose_ca_is_dropped_is_cut_off_while_another_rolls_on() {
         .tls(live.tls_files())
         .listener(ListenerConfig::mtls("mtls"))
         .extra(METRICS);
-    let agent = Agent::spawn(&config);
-    let addr = agent.addr("mtls");
-    let open = Client::mtls(addr, &pki.client_tls_as(other.client()))
-        .await
-        .expect("the other CA's client connects");
-    open.roll().await.expect("it rolls while its CA is trusted");
-    let bystander = Rolling::start(addr, pki.client_tls()).await;
+    let victim = pki.client_tls_as(other.client());
+    let (agent, open, bystander) = victim_and_bystander(&config, &victim, pki.client_tls()).await;
 
     let written = Instant::now();
     live.write_client_ca(&[pki.ca_cert()], Replace::Rename);
@@ -165,13 +167,12 @@ async fn a_client_removed_from_allow_is_cut_off_while_another_rolls_on() {
             .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
             .extra(METRICS)
     };
-    let agent = Agent::spawn(&config(&[CLIENT_SAN, VICTIM_SAN]));
-    let addr = agent.addr("mtls");
-    let open = Client::mtls(addr, &pki.client_tls_as(&victim))
-        .await
-        .expect("the victim connects");
-    open.roll().await.expect("the victim rolls while allowed");
-    let bystander = Rolling::start(addr, pki.client_tls()).await;
+    let (agent, open, bystander) = victim_and_bystander(
+        &config(&[CLIENT_SAN, VICTIM_SAN]),
+        &pki.client_tls_as(&victim),
+        pki.client_tls(),
+    )
+    .await;
 
     let written = Instant::now();
     rewrite(&agent, &config(&[CLIENT_SAN]));
