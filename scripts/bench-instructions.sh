@@ -12,20 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v valgrind >/dev/null || {
-    echo "bench-instructions: valgrind is missing; install it (apt-get install valgrind)" >&2
-    exit 1
-}
-cargo build --release --bins --locked
-bin="$PWD/target/release"
-secs="${DICE_BENCH_SECS:-4}"
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/callgrind-lib.sh
+bench_setup bench-instructions
 
 "$bin/dicectl" certs init --out "$work/pki" >/dev/null
 pki="$work/pki"
@@ -44,35 +32,6 @@ mode = "h2c"
 [log]
 level = "$1"
 EOF
-}
-
-# measure NAME COMMAND...: starts COMMAND under callgrind, waits for its ready
-# file, warms up, counts the instructions of $secs seconds of load.
-measure() {
-    local name="$1"
-    shift
-    rm -f "$work/ready" "$work/cg.out"*
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$@" \
-        --ready-file "$work/ready" 2>"$work/$name.log" >/dev/null &
-    pid=$!
-    for _ in $(seq 600); do [ -s "$work/ready" ] && break; sleep 0.1; done
-    [ -s "$work/ready" ] || { echo "bench-instructions: $name did not get ready; see its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
-    local addr
-    addr=$(awk '$2 == "h2c" { print $3 }' "$work/ready")
-    local bench=("$bin/dicectl" --output json bench --node "h2c://$addr" -c 4 -s 16)
-    "${bench[@]}" -d 1s >/dev/null
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    local out
-    out=$("${bench[@]}" -d "${secs}s")
-    callgrind_control -d "$pid" >/dev/null 2>&1
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    pid=""
-    local requests instructions
-    requests=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["nodes"][0]["requests"])' <<<"$out")
-    instructions=$(awk '/^totals:/ { print $2 }' "$work/cg.out.1")
-    awk -v n="$name" -v r="$requests" -v i="$instructions" \
-        'BEGIN { printf "%-22s %8d RPCs  %8.0f instructions per RPC\n", n, r, i / r }'
 }
 
 write_agent_config info

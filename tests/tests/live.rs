@@ -16,7 +16,7 @@ use dice_tests::live::{
 };
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
 use dice_tests::{
-    Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Signal, TlsClient, fresh_pki,
+    Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Pki, Signal, TlsClient, fresh_pki,
 };
 
 /// `[metrics]` on an ephemeral port.
@@ -78,6 +78,15 @@ async fn victim_and_bystander(
         .expect("the victim rolls while it is admitted");
     let bystander = Rolling::start(addr, bystander).await;
     (agent, open, bystander)
+}
+
+/// A node serving `pki`'s server certificate on one mTLS listener that
+/// allows `allow`, with metrics on.
+fn allowing(pki: &Pki, allow: &[&str]) -> AgentConfig {
+    AgentConfig::new("live-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
+        .extra(METRICS)
 }
 
 // === revocation reaches open connections ===
@@ -161,12 +170,7 @@ async fn a_client_whose_ca_is_dropped_is_cut_off_while_another_rolls_on() {
 async fn a_client_removed_from_allow_is_cut_off_while_another_rolls_on() {
     let (_dir, pki) = fresh_pki();
     let victim = pki.issue(&LeafSpec::client("victim"));
-    let config = |allow: &[&str]| {
-        AgentConfig::new("live-node")
-            .tls(pki.server_tls())
-            .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
-            .extra(METRICS)
-    };
+    let config = |allow: &[&str]| allowing(&pki, allow);
     let (agent, open, bystander) = victim_and_bystander(
         &config(&[CLIENT_SAN, VICTIM_SAN]),
         &pki.client_tls_as(&victim),
@@ -196,11 +200,7 @@ async fn a_client_removed_from_allow_is_cut_off_while_another_rolls_on() {
 async fn with_recheck_off_an_open_connection_keeps_its_client_checks() {
     let (_dir, pki) = fresh_pki();
     let victim = pki.issue(&LeafSpec::client("victim"));
-    let config = |allow: &[&str]| {
-        AgentConfig::new("live-node")
-            .tls(pki.server_tls())
-            .listener(ListenerConfig::mtls("mtls").allow(allow.iter().copied()))
-    };
+    let config = |allow: &[&str]| allowing(&pki, allow);
     // `recheck_connections` goes into the [tls] table the config opens.
     let toml = |allow: &[&str]| {
         config(allow)
