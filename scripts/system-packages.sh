@@ -67,3 +67,16 @@ need_cargo() {
         exit 1
     }
 }
+
+# The cargo-deb that scripts/package.sh runs: a version known to build with
+# this workspace's toolchain, installed with `cargo install` when `cargo deb`
+# is missing.
+CARGO_DEB_VERSION=3.8.0
+need_cargo_deb() {
+    cargo deb --version >/dev/null 2>&1 && return 0
+    echo "$1: installing cargo-deb $CARGO_DEB_VERSION (cargo install)" >&2
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet || {
+        echo "$1: could not install cargo-deb: run cargo install cargo-deb --version $CARGO_DEB_VERSION --locked" >&2
+        exit 1
+    }
+}

@@ -16,6 +16,10 @@ need_cargo test.sh
 need_packages test.sh cc=gcc openssl=openssl nginx=nginx chromium=chromium \
     python3=python3 py:ensurepip,venv=python3-venv systemd-analyze=systemd git=git \
     chattr=e2fsprogs
+# The Debian packages' tests: dpkg-shlibdeps and strip (cargo-deb runs
+# them), lintian, and cargo-deb itself, from cargo.
+need_packages test.sh dpkg-shlibdeps=dpkg-dev strip=binutils lintian=lintian
+need_cargo_deb test.sh
 for component in rustfmt clippy; do
     cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
         rustup component add "$component" >/dev/null 2>&1 || {
