@@ -144,8 +144,20 @@ async fn answers_not_serving_through_the_drain_then_closes_at_exit() {
         until(&mut held, ServingStatus::NotServing),
     )
     .await;
-    // Still draining (the held watch is in flight): the health listener
-    // takes new connections and answers them, for every service.
+    // Still draining (the held watch is in flight): once the mTLS listener
+    // has stopped accepting, the health listener still takes new
+    // connections and answers them, for every service.
+    let tls = pki.client_tls();
+    let mtls_addr = agent.mtls_addr();
+    await_ok(
+        DEADLINE,
+        "the mTLS listener refusing new connections",
+        async || match roll_once(mtls_addr, &tls).await {
+            Ok(value) => Err(format!("rolled {value}")),
+            Err(_) => Ok(()),
+        },
+    )
+    .await;
     assert!(agent.try_wait().is_none(), "{}", agent.dump());
     let fresh = Client::h2c(health_addr)
         .await
@@ -158,12 +170,6 @@ async fn answers_not_serving_through_the_drain_then_closes_at_exit() {
         );
     }
     assert_refused("RollDie while draining", fresh.roll().await);
-    // The mTLS listener no longer accepts.
-    let refused = roll_once(agent.mtls_addr(), &pki.client_tls()).await;
-    assert!(
-        refused.is_err(),
-        "a new mTLS connection while draining: {refused:?}"
-    );
 
     // The last RPC in flight ends: the drain is over, the process exits, and
     // the health listener closes with it.
