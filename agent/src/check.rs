@@ -25,6 +25,12 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             listener.address
         );
         let Mode::Mtls(files) = &listener.mode else {
+            if listener.mode == Mode::Health {
+                let _ = writeln!(
+                    out,
+                    "  serves grpc.health.v1.Health only, in plaintext; NOT_SERVING while draining or while a certificate is unusable"
+                );
+            }
             if listener.trusted_proxy {
                 let _ = writeln!(
                     out,

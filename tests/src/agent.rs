@@ -186,6 +186,11 @@ impl Agent {
         self.first(Mode::H2c)
     }
 
+    /// The address of the first health listener (`mode = "health"`).
+    pub fn health_addr(&self) -> SocketAddr {
+        self.first(Mode::Health)
+    }
+
     fn first(&self, mode: Mode) -> SocketAddr {
         match self.listeners.iter().find(|listener| listener.mode == mode) {
             Some(listener) => listener.addr,
@@ -361,6 +366,18 @@ mod tests {
         let with_metrics =
             parse_ready("0 mtls 127.0.0.1:1\nmetrics metrics 127.0.0.1:9\n").expect("valid");
         assert_eq!(with_metrics.len(), 1);
+    }
+
+    #[test]
+    fn parses_health_listeners() {
+        let listeners = parse_ready(
+            "0 mtls 127.0.0.1:1
+probe health 0.0.0.0:9090
+",
+        )
+        .expect("a health listener");
+        assert_eq!(listeners[1].mode, Mode::Health);
+        assert_eq!(listeners[1].addr, "0.0.0.0:9090".parse().expect("addr"));
     }
 
     #[test]

@@ -13,14 +13,17 @@ pub enum Mode {
     Mtls,
     /// Plaintext HTTP/2 (prior knowledge).
     H2c,
+    /// Plaintext HTTP/2 serving `grpc.health.v1.Health` only.
+    Health,
 }
 
 impl Mode {
-    /// The config and ready-file spelling: `mtls` or `h2c`.
+    /// The config and ready-file spelling: `mtls`, `h2c` or `health`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Mtls => "mtls",
             Self::H2c => "h2c",
+            Self::Health => "health",
         }
     }
 
@@ -29,6 +32,7 @@ impl Mode {
         match text {
             "mtls" => Some(Self::Mtls),
             "h2c" => Some(Self::H2c),
+            "health" => Some(Self::Health),
             _ => None,
         }
     }
@@ -73,6 +77,11 @@ impl ListenerConfig {
     /// An h2c listener on `127.0.0.1:0`.
     pub fn h2c(name: &str) -> Self {
         Self::new(Some(name), Mode::H2c)
+    }
+
+    /// A health listener (`mode = "health"`) on `127.0.0.1:0`.
+    pub fn health(name: &str) -> Self {
+        Self::new(Some(name), Mode::Health)
     }
 
     /// An unnamed listener on `127.0.0.1:0`; the ready file names it by index.

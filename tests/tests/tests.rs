@@ -13,6 +13,7 @@ mod django;
 mod fleet;
 mod h2c;
 mod harness;
+mod health_listener;
 mod hostile;
 mod keys;
 mod live;

@@ -120,6 +120,10 @@ pub enum Mode {
     Mtls(TlsFiles),
     /// Plaintext HTTP/2, for a TLS-terminating proxy on the same host.
     H2c,
+    /// Plaintext HTTP/2 serving `grpc.health.v1.Health` only, for load
+    /// balancers and orchestrators' probes; it keeps answering (NOT_SERVING)
+    /// while the agent drains.
+    Health,
 }
 
 impl Mode {
@@ -128,6 +132,7 @@ impl Mode {
         match self {
             Mode::Mtls(_) => "mtls",
             Mode::H2c => "h2c",
+            Mode::Health => "health",
         }
     }
 }
@@ -432,7 +437,7 @@ impl Validator<'_, '_> {
                         Some(raw.address.span().start),
                         key("address"),
                         format!("h2c listener on non-loopback address {address}: plaintext would be reachable from the network"),
-                        Some("bind h2c to 127.0.0.1 behind a local TLS-terminating proxy, or set allow_public = true on this listener"),
+                        Some("bind h2c to 127.0.0.1 behind a local TLS-terminating proxy, or set allow_public = true on this listener (for a load balancer's or Kubernetes' health probes, a mode = \"health\" listener may bind any address)"),
                     );
                 }
                 if let Some(tls) = &raw.tls {
@@ -450,12 +455,16 @@ impl Validator<'_, '_> {
                 }
                 Some(Mode::H2c)
             }
+            "health" => {
+                self.health_only_keys(index, raw);
+                Some(Mode::Health)
+            }
             other => {
                 self.report.error(
                     Some(raw.mode.span().start),
                     key("mode"),
                     format!("unknown mode \"{other}\""),
-                    Some("use \"mtls\" or \"h2c\""),
+                    Some("use \"mtls\", \"h2c\" or \"health\""),
                 );
                 None
             }
@@ -505,6 +514,57 @@ impl Validator<'_, '_> {
             allow: AllowList::new(allow),
             rate_limits: rate_limits?,
         })
+    }
+
+    /// The keys a health listener has no use for: it serves plaintext to
+    /// anyone (so no `tls`, `allow` or `trusted_proxy`). It may bind any
+    /// address without `allow_public` (accepted, and changes nothing), since
+    /// all it tells is whether the node serves.
+    fn health_only_keys(&mut self, index: usize, raw: &RawListener) {
+        let key = |field: &str| format!("listeners[{index}].{field}");
+        const WHY: &str =
+            "a health listener serves only grpc.health.v1.Health, in plaintext, to any client";
+        if let Some(tls) = &raw.tls {
+            let at = tls
+                .cert
+                .as_ref()
+                .or(tls.key.as_ref())
+                .or(tls.client_ca.as_ref());
+            self.report.error(
+                at.map(|s| s.span().start).or(Some(raw.mode.span().start)),
+                key("tls"),
+                format!("does not apply to a health listener: {WHY}"),
+                Some("remove the tls table from this listener; the mtls listeners serve the certificates"),
+            );
+        }
+        if let Some(list) = &raw.allow {
+            self.report.error(
+                Some(list.span().start),
+                key("allow"),
+                format!("does not apply to a health listener: {WHY}"),
+                Some("remove allow from this listener, or restrict who reaches its port with a firewall"),
+            );
+        }
+        if let Some(flag) = &raw.trusted_proxy {
+            self.report.error(
+                Some(flag.span().start),
+                key("trusted_proxy"),
+                format!("does not apply to a health listener: {WHY}"),
+                Some("remove trusted_proxy from this listener"),
+            );
+        }
+        if let Some(rate) = raw
+            .limits
+            .as_ref()
+            .and_then(|l| l.handshake_rate_per_ip.as_ref())
+        {
+            self.report.error(
+                Some(rate.span().start),
+                key("limits.handshake_rate_per_ip"),
+                "applies to mtls listeners only: a health listener does no TLS handshakes",
+                Some("remove it from this listener; limits.rpc_rate limits its probes"),
+            );
+        }
     }
 
     fn tls_files(
@@ -949,5 +1009,7 @@ impl Validator<'_, '_> {
     }
 }
 
+#[cfg(test)]
+mod health_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,27 @@ use crate::config::LogFormat;
 /// The target of the RPC log lines, for filters such as `RUST_LOG`.
 pub const TARGET: &str = "dice_agent::rpc";
 
+/// One RPC line as a tracing event at the level of macro `$level`.
+macro_rules! rpc_event {
+    ($level:ident, $line:expr) => {
+        tracing::$level!(
+            target: TARGET,
+            method = %$line.method,
+            code = $line.code as i32,
+            status = %code_name($line.code),
+            duration_us = $line.duration_us,
+            authority = %$line.authority,
+            peer = $line.peer.map(tracing::field::display),
+            user_agent = %$line.user_agent,
+            listener = %$line.listener,
+            client.subject = $line.client_subject,
+            client.via_proxy = $line.via_proxy.then_some(true),
+            client.sans = $line.client_sans.map(|sans| sans.join(",")),
+            "rpc"
+        )
+    };
+}
+
 /// One RPC's log line.
 #[derive(Debug, Clone, Copy)]
 pub struct RpcLine<'a> {
@@ -99,21 +120,14 @@ impl RpcLine<'_> {
 
     /// The same line as an ordinary tracing event.
     pub fn log_with_tracing(&self) {
-        tracing::info!(
-            target: TARGET,
-            method = %self.method,
-            code = self.code as i32,
-            status = %code_name(self.code),
-            duration_us = self.duration_us,
-            authority = %self.authority,
-            peer = self.peer.map(tracing::field::display),
-            user_agent = %self.user_agent,
-            listener = %self.listener,
-            client.subject = self.client_subject,
-            client.via_proxy = self.via_proxy.then_some(true),
-            client.sans = self.client_sans.map(|sans| sans.join(",")),
-            "rpc"
-        );
+        rpc_event!(info, self);
+    }
+
+    /// The line as a `DEBUG` event, for a health listener's probes: load
+    /// balancers and kubelets probe every few seconds, and an `INFO` line
+    /// each time would bury the RPCs that matter.
+    pub fn log_probe(&self) {
+        rpc_event!(debug, self);
     }
 
     /// tracing-subscriber's full text format, no colour: Display fields

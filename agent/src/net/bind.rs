@@ -36,7 +36,7 @@ pub async fn bind(
         })?;
         let tls = match &listener.mode {
             Mode::Mtls(files) => profiles.get(files).cloned(),
-            Mode::H2c => None,
+            Mode::H2c | Mode::Health => None,
         };
         bound.push(BoundListener {
             config: listener.clone(),

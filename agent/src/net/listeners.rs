@@ -5,6 +5,10 @@
 //! address, mode or `trusted_proxy` changed is both. A listener re-pointed at
 //! other certificate files keeps its socket and serves the new material from
 //! the next handshake.
+//!
+//! On stop, every listener stops accepting except the health listeners
+//! (`mode = "health"`): they answer NOT_SERVING through the drain and stop
+//! only at exit, handing their connections to a server of their own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct Listeners {
     state: Arc<AgentState>,
     connections: Arc<Connections>,
     accepted: mpsc::Sender<Conn>,
+    /// Where the health listeners' connections go: the health-only server.
+    probes: mpsc::Sender<Conn>,
     /// Every profile served since start, by files: unchanged files keep the
     /// profile (and the reloader's watch) they had.
     profiles: HashMap<TlsFiles, Arc<TlsProfile>>,
@@ -47,11 +53,13 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Listeners that hand accepted connections to `accepted`.
+    /// Listeners that hand accepted connections to `accepted`, and those of
+    /// health listeners to `probes`.
     pub fn new(
         state: Arc<AgentState>,
         connections: Arc<Connections>,
         accepted: mpsc::Sender<Conn>,
+        probes: mpsc::Sender<Conn>,
         profiles: HashMap<TlsFiles, Arc<TlsProfile>>,
         reloader: mpsc::UnboundedSender<Arc<TlsProfile>>,
     ) -> Self {
@@ -59,6 +67,7 @@ impl Listeners {
             state,
             connections,
             accepted,
+            probes,
             profiles,
             running: HashMap::new(),
             reloader,
@@ -66,36 +75,56 @@ impl Listeners {
     }
 
     /// Serves `bound` and follows config reloads until `stop`; then stops
-    /// every accept loop and returns once they have ended.
-    pub async fn run(mut self, bound: Vec<BoundListener>, stop: CancellationToken) {
+    /// every accept loop but the health listeners', and those at `exit`.
+    /// Returns once they have all ended.
+    pub async fn run(
+        mut self,
+        bound: Vec<BoundListener>,
+        stop: CancellationToken,
+        exit: CancellationToken,
+    ) {
+        let stops = Stops { stop, exit };
         for listener in bound {
-            self.start(listener, &stop);
+            self.start(listener, &stops);
         }
         let mut configs = self.state.live.subscribe();
         loop {
             tokio::select! {
-                () = stop.cancelled() => break,
+                () = stops.stop.cancelled() => break,
                 changed = configs.changed() => if changed.is_err() { break },
             }
             let config = configs.borrow_and_update().clone();
-            self.follow(&config, &stop).await;
+            self.follow(&config, &stops).await;
         }
-        for (_, running) in self.running.drain() {
+        let (health, others): (Vec<_>, Vec<_>) = self
+            .running
+            .drain()
+            .partition(|(_, running)| running.config.mode == Mode::Health);
+        for (_, running) in others {
             running.stop.cancel();
+            let _ = running.task.await;
+        }
+        // The health listeners' own tokens are children of `exit`.
+        stops.exit.cancelled().await;
+        for (_, running) in health {
             let _ = running.task.await;
         }
     }
 
-    fn start(&mut self, listener: BoundListener, stop: &CancellationToken) {
+    fn start(&mut self, listener: BoundListener, stops: &Stops) {
         let name = listener.config.name.clone();
         let config = listener.config.clone();
-        let own = stop.child_token();
+        let (own, conns) = if config.mode == Mode::Health {
+            (stops.exit.child_token(), self.probes.clone())
+        } else {
+            (stops.stop.child_token(), self.accepted.clone())
+        };
         let rate = self.state.rate_limits.listener(&name);
         let task = tokio::spawn(accept_loop(
             listener,
             self.state.clone(),
             rate,
-            self.accepted.clone(),
+            conns,
             own.clone(),
         ));
         self.running.insert(
@@ -109,7 +138,7 @@ impl Listeners {
     }
 
     /// Brings the running listeners in line with `config`.
-    async fn follow(&mut self, config: &Config, stop: &CancellationToken) {
+    async fn follow(&mut self, config: &Config, stops: &Stops) {
         // First, so that listeners started below get their new limiters.
         self.state.rate_limits.update(config);
         let gone: Vec<String> = self
@@ -150,7 +179,7 @@ impl Listeners {
                 continue;
             }
             if let Some(bound) = self.bind(index, listener, config).await {
-                self.start(bound, stop);
+                self.start(bound, stops);
             }
         }
         // Re-pointed certificate files change who is admitted.
@@ -187,7 +216,7 @@ impl Listeners {
     ) -> Option<BoundListener> {
         let tls = match &listener.mode {
             Mode::Mtls(files) => Some(self.profile(files)?),
-            Mode::H2c => None,
+            Mode::H2c | Mode::Health => None,
         };
         let socket = match TcpListener::bind(listener.address).await {
             Ok(socket) => socket,
@@ -205,6 +234,13 @@ impl Listeners {
             tls,
         })
     }
+}
+
+/// When the accept loops stop: `stop` at the start of the drain, `exit` (the
+/// health listeners) when the process is about to exit.
+struct Stops {
+    stop: CancellationToken,
+    exit: CancellationToken,
 }
 
 /// Whether a listener must be closed and bound again to go from `was` to `now`.

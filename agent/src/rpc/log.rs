@@ -30,12 +30,28 @@ pub const PROXY_CLIENT_SUBJECT_HEADER: &str = "x-client-subject";
 pub struct RpcLog<S> {
     inner: S,
     sink: RpcSink,
+    /// A health listener's: each line is logged at `DEBUG`.
+    probes: bool,
 }
 
 impl<S> RpcLog<S> {
     /// Logs the RPCs `inner` serves to `sink`.
     pub fn new(inner: S, sink: RpcSink) -> Self {
-        Self { inner, sink }
+        Self {
+            inner,
+            sink,
+            probes: false,
+        }
+    }
+
+    /// Logs the RPCs of a health listener, at `DEBUG`: they are probes sent
+    /// every few seconds. They are counted in the metrics as any RPC.
+    pub fn probes(inner: S) -> Self {
+        Self {
+            inner,
+            sink: RpcSink::default(),
+            probes: true,
+        }
     }
 }
 
@@ -52,7 +68,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let record = RpcRecord::start(&request, self.sink);
+        let mut record = RpcRecord::start(&request, self.sink);
+        record.probe = self.probes;
         RpcLogFuture {
             inner: self.inner.call(request),
             record: Some(record),
@@ -153,6 +170,8 @@ struct RpcRecord {
     proxy_client: Option<HeaderValue>,
     code: Option<Code>,
     sink: RpcSink,
+    /// Logged at `DEBUG` (a health listener's probe).
+    probe: bool,
 }
 
 impl RpcRecord {
@@ -186,6 +205,7 @@ impl RpcRecord {
             proxy_client,
             code: None,
             sink,
+            probe: false,
         }
     }
 }
@@ -214,7 +234,7 @@ impl Drop for RpcRecord {
             Some(authority) => authority.as_str(),
             None => text(self.host.as_ref()),
         };
-        RpcLine {
+        let line = RpcLine {
             method,
             code,
             duration_us,
@@ -225,8 +245,12 @@ impl Drop for RpcRecord {
             client_subject: client.map(|c| c.subject.as_str()).or(proxy_client),
             via_proxy: proxy_client.is_some(),
             client_sans: client.map(|c| c.sans.as_slice()),
+        };
+        if self.probe {
+            line.log_probe();
+        } else {
+            line.log(self.sink);
         }
-        .log(self.sink);
     }
 }
 
