@@ -34,6 +34,9 @@
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
 //!   Chromium; [`tools`] finds them and says how to install what is missing.
+//! - [`package`] packages the suite's binaries as .deb files once per test
+//!   process and reads them back with `dpkg-deb`; it runs their maintainer
+//!   scripts in a sandbox that changes nothing on the host.
 //!
 //! The scenarios themselves are one test binary, `tests/tests.rs`, with a module per
 //! topic.
@@ -63,6 +66,7 @@ pub mod live;
 pub mod metrics;
 pub mod nginx;
 pub mod openssl;
+pub mod package;
 pub mod pki;
 pub mod poll;
 pub mod process;

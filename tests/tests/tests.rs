@@ -20,6 +20,7 @@ mod live;
 mod mtls;
 mod nginx;
 mod operate;
+mod package;
 mod python;
 mod rate;
 mod reload;

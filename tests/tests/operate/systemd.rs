@@ -302,8 +302,7 @@ fn the_systemd_unit_is_notify_sandboxed_and_runs_the_agent() {
     let copy = dir.path().join("dice-agent.service");
     let agent = bins::agent_bin();
     let agent = agent.to_str().expect("a UTF-8 binary path");
-    std::fs::write(&copy, text.replace("/usr/bin/dice-agent", agent))
-        .expect("write the unit copy");
+    std::fs::write(&copy, text.replace("/usr/bin/dice-agent", agent)).expect("write the unit copy");
     let mut verify = Command::new("systemd-analyze");
     verify.args(["verify", "--man=no"]).arg(&copy);
     let verified = run_with_timeout(verify, RUN_TIMEOUT);
