@@ -34,6 +34,7 @@
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
 //!   Chromium; [`tools`] finds them and says how to install what is missing.
+//! - [`kubernetes`] reads the kustomize base in `deploy/kubernetes/`.
 //! - [`package`] packages the suite's binaries as .deb files once per test
 //!   process and reads them back with `dpkg-deb`; it runs their maintainer
 //!   scripts in a sandbox that changes nothing on the host.
@@ -62,6 +63,7 @@ pub mod golden;
 pub mod h2raw;
 pub mod handshake;
 pub mod heavy;
+pub mod kubernetes;
 pub mod live;
 pub mod metrics;
 pub mod nginx;

@@ -16,6 +16,7 @@ mod harness;
 mod health_listener;
 mod hostile;
 mod keys;
+mod kubernetes;
 mod live;
 mod mtls;
 mod nginx;
