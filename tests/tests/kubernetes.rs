@@ -3,7 +3,9 @@
 //! config in the ConfigMap passes `dice-agent --check` against folders laid
 //! out as kubelet mounts them (`..data` symlinks), and the real agent serves
 //! the probes from it and follows a Secret renewal; the probes, ports and
-//! mounts match the config's listeners and files; the pod is locked down.
+//! mounts match the config's listeners and files; the pod is locked down;
+//! `fleet-from-pods.py` turns `kubectl get pods -o json` into a fleet file
+//! that dicectl runs with.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -469,4 +471,137 @@ fn kubernetes_containerfile_builds_locked_and_runs_non_root() {
         "the Containerfile's CMD does not use {}",
         config.display()
     );
+}
+
+// === the fleet file from kubectl ===
+
+/// Runs `deploy/kubernetes/fleet-from-pods.py ARGS` on `pods` (a `kubectl
+/// get pods -o json` document); returns its output.
+fn fleet_from_pods(pods: &str, args: &[&str]) -> dice_tests::process::RunOutput {
+    let dir = tempdir();
+    let input = dir.path().join("pods.json");
+    std::fs::write(&input, pods).expect("write the pods document");
+    let script = base_dir().join("fleet-from-pods.py");
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!(
+        "command -v python3 >/dev/null || {{ echo 'python3 not found: apt-get install python3' >&2; exit 127; }}; \
+         exec python3 \"$0\" \"$@\" < \"{}\"",
+        input.display()
+    ));
+    command.arg(&script).args(args);
+    run_with_timeout(command, RUN_TIMEOUT)
+}
+
+fn sample_pods() -> String {
+    let path = workspace_root().join("tests/fixtures/kubernetes/pods.json");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+}
+
+#[test]
+fn kubernetes_fleet_file_from_kubectl_names_running_pods_by_node() {
+    let run = fleet_from_pods(
+        &sample_pods(),
+        &[
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "dicectl.pem",
+            "--key",
+            "dicectl-key.pem",
+        ],
+    );
+    assert_ne!(run.code(), Some(127), "{run}");
+    run.assert_success()
+        .assert_stderr_contains("pod dice-agent-zz1h0: not running with an IP yet: left out");
+    let fleet: toml::Table =
+        toml::from_str(&run.stdout).unwrap_or_else(|error| panic!("not TOML: {error}\n{run}"));
+    assert_eq!(fleet["client"]["ca"].as_str(), Some("ca.pem"));
+    assert_eq!(fleet["client"]["key"].as_str(), Some("dicectl-key.pem"));
+    let nodes: Vec<(String, String, String)> = fleet["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| {
+            let get = |key: &str| node[key].as_str().unwrap_or_default().to_owned();
+            (
+                get("name"),
+                get("address"),
+                node["labels"]["node"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let expect = |name: &str, address: &str, node: &str| {
+        (name.to_owned(), address.to_owned(), node.to_owned())
+    };
+    assert_eq!(
+        nodes,
+        [
+            // Two pods on worker-1 (a rolling update): named by pod.
+            expect("dice-agent-b9q4d", "[fd00:10:244:1::5]:8443", "worker-1"),
+            expect("dice-agent-c2m8r", "10.244.1.9:8443", "worker-1"),
+            expect("worker-2", "10.244.2.17:8443", "worker-2"),
+        ]
+    );
+    assert!(
+        fleet["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|node| node["server_name"].as_str() == Some("dice-agent.dice.svc")),
+        "server_name: the Service's name, in the agents' certificate"
+    );
+}
+
+#[test]
+fn kubernetes_fleet_file_from_kubectl_works_with_dicectl() {
+    let (_dir, pki) = dice_tests::fresh_pki();
+    let agent = Agent::spawn(&dice_tests::AgentConfig::standard(&pki));
+    let port = agent.mtls_addr().port().to_string();
+    // Every pod of the sample, at the test agent's address.
+    let pods = ["10.244.2.17", "10.244.1.9", "fd00:10:244:1::5"]
+        .iter()
+        .fold(sample_pods(), |pods, ip| {
+            pods.replace(&format!("\"{ip}\""), "\"127.0.0.1\"")
+        });
+    let client = pki.client();
+    let ca = pki.ca_cert().to_str().expect("a UTF-8 path");
+    let cert = client.cert.to_str().expect("a UTF-8 path");
+    let key = client.key.to_str().expect("a UTF-8 path");
+    let args = [
+        "--port",
+        &port,
+        "--server-name",
+        "localhost",
+        "--ca",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+    ];
+    let run = fleet_from_pods(&pods, &args);
+    run.assert_success();
+    let dir = tempdir();
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(&fleet, &run.stdout).expect("write the fleet file");
+    let health = dice_tests::Ctl::run([
+        "--fleet",
+        fleet.to_str().expect("a UTF-8 path"),
+        "--output",
+        "json",
+        "health",
+    ]);
+    health.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&health.stdout).expect("dicectl's JSON");
+    let report = report.to_string();
+    for node in ["dice-agent-b9q4d", "dice-agent-c2m8r", "worker-2"] {
+        assert!(
+            report.contains(&format!("\"{node}\"")),
+            "{node} is not in the report\n{health}"
+        );
+    }
 }
