@@ -2,7 +2,7 @@
 //! the binaries the suite already built (no second, release build), once per
 //! test process, into a temp directory; [`Deb`] reads one back with
 //! `dpkg-deb` (control fields, file list with modes and owners, maintainer
-//! scripts, extracted files) and runs lintian on it.
+//! scripts, extracted files); [`Packages::lintian`] runs lintian on both.
 //!
 //! Missing tools fail the test with the command that installs them:
 //! cargo-deb from cargo, lintian and dpkg-dev from apt.
@@ -28,7 +28,7 @@ pub const INSTALL_DEB_TOOLS: &str = "apt-get install lintian dpkg-dev binutils";
 /// How long packaging both binaries may take on a loaded machine.
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long lintian may take over one package.
+/// How long lintian may take over both packages.
 pub const LINTIAN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The Debian revision `cargo deb` appends to the workspace version.
@@ -198,14 +198,17 @@ impl Deb {
             .map(str::to_owned)
             .collect()
     }
+}
 
-    /// `lintian` on this package, failing on errors and warnings (overrides
-    /// shipped in the package apply).
+impl Packages {
+    /// `lintian` on both packages at once (one start-up), failing on errors
+    /// and warnings; the overrides shipped in each package apply.
     pub fn lintian(&self) -> RunOutput {
         let mut command = Command::new("lintian");
         command
             .args(["--fail-on", "error,warning", "--no-tag-display-limit"])
-            .arg(&self.path);
+            .arg(&self.agent.path)
+            .arg(&self.ctl.path);
         run_with_timeout(command, LINTIAN_TIMEOUT)
     }
 }
