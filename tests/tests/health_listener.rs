@@ -10,6 +10,7 @@ use dice_proto::DICE_SERVICE_NAME;
 use dice_proto::info::RollbackRequest;
 use dice_proto::info::admin_service_client::AdminServiceClient;
 use dice_tests::client::{ServingStatus, roll_once, status_chain};
+use dice_tests::live::rewrite;
 use dice_tests::pki::LeafSpec;
 use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_ok, await_serial};
@@ -54,6 +55,19 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, Status>) {
         "{what}: {}",
         status_chain(&status)
     );
+}
+
+/// The address the `listening` line logged for `listener` in `mode`.
+async fn await_listening(agent: &Agent, listener: &str, mode: &str) -> std::net::SocketAddr {
+    let name = format!("listener={listener} ");
+    let line = await_log(agent, "the listening line", |line| {
+        line.contains("listening") && line.contains(&name) && line.contains(mode)
+    })
+    .await;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in: {line}"))
 }
 
 /// Reads `watch` until it reports `want`; fails if it ends first.
@@ -236,4 +250,65 @@ fn check_accepts_a_public_health_listener_and_rejects_tls_keys_on_one() {
             "{} line {line}: listeners[2].tls: does not apply to a health listener",
             with_tls.display()
         ));
+}
+
+#[tokio::test]
+async fn a_config_reload_turns_a_listener_into_a_health_listener_and_removes_it() {
+    let (_dir, pki) = fresh_pki();
+    let with_h2c = AgentConfig::new("health-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .listener(ListenerConfig::h2c("probe"));
+    let agent = Agent::spawn(&with_h2c);
+    let h2c = Client::h2c(agent.addr("probe"))
+        .await
+        .expect("connect to h2c");
+    h2c.roll().await.expect("h2c serves the dice API");
+
+    // Same name, mode health: the listener is bound again and serves health alone.
+    rewrite(
+        &agent,
+        &AgentConfig::new("health-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls"))
+            .listener(ListenerConfig::health("probe")),
+    );
+    let address = await_listening(&agent, "probe", "health").await;
+    let probe = Client::h2c(address)
+        .await
+        .expect("connect to the health listener");
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    assert_refused("RollDie on the reloaded listener", probe.roll().await);
+
+    // Removed: it stops accepting, as any listener does.
+    rewrite(
+        &agent,
+        &AgentConfig::new("health-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls")),
+    );
+    // (The rebind above logged a removal of `probe` too: wait for the port.)
+    await_ok(
+        DEADLINE,
+        "the removed health listener refusing connections",
+        async || match Client::h2c(address).await {
+            Ok(_) => Err("still accepts".to_owned()),
+            Err(_) => Ok(()),
+        },
+    )
+    .await;
+    await_ok(DEADLINE, "a second removal of probe logged", async || {
+        let removals = (agent.logs().lines())
+            .filter(|line| line.contains("listener removed") && line.contains("listener=probe"))
+            .count();
+        if removals == 2 {
+            Ok(())
+        } else {
+            Err(format!("{removals} removals"))
+        }
+    })
+    .await;
 }
