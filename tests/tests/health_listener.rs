@@ -312,3 +312,58 @@ async fn a_config_reload_turns_a_listener_into_a_health_listener_and_removes_it(
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_listener_limits_protect_a_health_listener() {
+    let (_dir, pki) = fresh_pki();
+    let toml = AgentConfig::new("health-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .limit("max_connections", "3")
+        .to_toml()
+        + "\n[[listeners]]\nname = \"health\"\nmode = \"health\"\naddress = \"127.0.0.1:0\"\nlimits = { rpc_rate = \"1/m\", rpc_burst = 2 }\n";
+    let agent = Agent::spawn_toml(&toml, &[]);
+    let addr = agent.health_addr();
+
+    // limits.max_connections: two silent connections fill the listener's
+    // slots with the probe's; the next is refused, and the mTLS listener,
+    // with slots of its own, still serves.
+    let probe = Client::h2c(addr).await.expect("connect");
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a silent connection"),
+        );
+    }
+    let refused = match Client::h2c(addr).await {
+        Ok(client) => client
+            .health("")
+            .await
+            .map_err(|status| status_chain(&status)),
+        Err(error) => Err(error),
+    };
+    let error = refused.expect_err("a fourth connection was served");
+    assert!(!error.contains("rate limit"), "{error}");
+    await_log(&agent, "the refusal", |line| {
+        line.contains("too many open connections") && line.contains("listener=health")
+    })
+    .await;
+    roll_once(agent.mtls_addr(), &pki.client_tls())
+        .await
+        .expect("the mTLS listener still serves");
+    drop(silent);
+
+    // limits.rpc_rate: per peer IP on a health listener (burst 2).
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    let limited = probe.health("").await.expect_err("over rpc_rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+}
