@@ -11,6 +11,7 @@ use dice_proto::info::RollbackRequest;
 use dice_proto::info::admin_service_client::AdminServiceClient;
 use dice_tests::client::{ServingStatus, roll_once, status_chain};
 use dice_tests::live::rewrite;
+use dice_tests::metrics::scrape;
 use dice_tests::pki::LeafSpec;
 use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_ok, await_serial};
@@ -85,7 +86,11 @@ async fn until(watch: &mut Streaming<HealthCheckResponse>, want: ServingStatus) 
 #[tokio::test]
 async fn serves_health_over_plaintext_and_refuses_every_other_service() {
     let (_dir, pki) = fresh_pki();
-    let agent = Agent::spawn(&config(&pki).log_level("info"));
+    let agent = Agent::spawn(
+        &config(&pki)
+            .log_level("info")
+            .extra("[metrics]\naddress = \"127.0.0.1:0\""),
+    );
     let health = Client::h2c(agent.health_addr())
         .await
         .expect("connect to the health listener over h2c, without a certificate");
@@ -124,6 +129,23 @@ async fn serves_health_over_plaintext_and_refuses_every_other_service() {
         !logs.contains("/grpc.health.v1.Health/Check"),
         "probes logged at info:\n{logs}"
     );
+    // They are counted all the same; the refusals as `other`, as any
+    // path no service serves.
+    let metrics = agent.metrics_addr().expect("the metrics address");
+    let check_ok = [("method", "/grpc.health.v1.Health/Check"), ("code", "Ok")];
+    let refused = [("method", "other"), ("code", "Unimplemented")];
+    await_ok(DEADLINE, "the probes counted", async || {
+        let exposition = scrape(metrics).await?;
+        let counts = (
+            exposition.value("dice_rpcs_total", &check_ok),
+            exposition.value("dice_rpcs_total", &refused),
+        );
+        match counts {
+            (Some(2.0), Some(5.0)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,6 +304,13 @@ async fn a_config_reload_turns_a_listener_into_a_health_listener_and_removes_it(
         ServingStatus::Serving
     );
     assert_refused("RollDie on the reloaded listener", probe.roll().await);
+    // Probes are logged at debug (this agent logs at debug).
+    await_log(&agent, "the probe's rpc line at debug", |line| {
+        line.contains("DEBUG")
+            && line.contains("/grpc.health.v1.Health/Check")
+            && line.contains("listener=probe")
+    })
+    .await;
 
     // Removed: it stops accepting, as any listener does.
     rewrite(
