@@ -1,5 +1,6 @@
 //! The dice fleet agent: serves `api.DiceService`, gRPC health, reflection and
-//! the agent info API on mTLS and h2c listeners.
+//! the agent info API on mTLS and h2c listeners, and gRPC health alone on
+//! health listeners (plaintext, for load balancers' and orchestrators' probes).
 //!
 //! Layout:
 //! - `cli`: command-line flags; [`config`]: the TOML config, parsed then
@@ -13,8 +14,10 @@
 //!   their re-check after every reload (GOAWAY to clients no longer admitted).
 //! - `server`: the gRPC services over all listeners, with graceful shutdown.
 //! - `rpc`: the per-RPC layers (log line, message limit, allow lists,
-//!   request timeout), the gRPC header names, dispatch to the services.
-//! - `services`: `api.DiceService` and the agent info API; `admin`: the
+//!   request timeout), the gRPC header names, dispatch to the services (health
+//!   alone on a health listener).
+//! - `services`: `api.DiceService`, the agent info API and the statuses
+//!   health reports (drain, usable certificates); `admin`: the
 //!   admin API (certificate and trust rotation), off without `[admin]`.
 //! - `log`: the tracing subscriber, its writer and timestamps, the RPC line.
 //! - `process`: stop signals, systemd readiness, the ready file, the

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use dice_proto::api::dice_service_server::DiceServiceServer;
@@ -40,7 +41,7 @@ const ACCEPTED_QUEUE: usize = 256;
 
 /// How long the health listeners' connections get to close at exit, after
 /// the drain: a health `Watch` never ends on its own.
-const PROBES_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const PROBES_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves until SIGTERM or SIGINT, then drains within `config.grace_period`.
 /// Each RPC's log line goes to `rpc_sink`.

@@ -10,6 +10,8 @@ use dice_proto::DICE_SERVICE_NAME;
 use dice_proto::info::RollbackRequest;
 use dice_proto::info::admin_service_client::AdminServiceClient;
 use dice_tests::client::{ServingStatus, roll_once, status_chain};
+use dice_tests::live::rewrite;
+use dice_tests::metrics::scrape;
 use dice_tests::pki::LeafSpec;
 use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_ok, await_serial};
@@ -56,6 +58,19 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, Status>) {
     );
 }
 
+/// The address the `listening` line logged for `listener` in `mode`.
+async fn await_listening(agent: &Agent, listener: &str, mode: &str) -> std::net::SocketAddr {
+    let name = format!("listener={listener} ");
+    let line = await_log(agent, "the listening line", |line| {
+        line.contains("listening") && line.contains(&name) && line.contains(mode)
+    })
+    .await;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in: {line}"))
+}
+
 /// Reads `watch` until it reports `want`; fails if it ends first.
 async fn until(watch: &mut Streaming<HealthCheckResponse>, want: ServingStatus) {
     loop {
@@ -71,7 +86,11 @@ async fn until(watch: &mut Streaming<HealthCheckResponse>, want: ServingStatus) 
 #[tokio::test]
 async fn serves_health_over_plaintext_and_refuses_every_other_service() {
     let (_dir, pki) = fresh_pki();
-    let agent = Agent::spawn(&config(&pki).log_level("info"));
+    let agent = Agent::spawn(
+        &config(&pki)
+            .log_level("info")
+            .extra("[metrics]\naddress = \"127.0.0.1:0\""),
+    );
     let health = Client::h2c(agent.health_addr())
         .await
         .expect("connect to the health listener over h2c, without a certificate");
@@ -110,6 +129,23 @@ async fn serves_health_over_plaintext_and_refuses_every_other_service() {
         !logs.contains("/grpc.health.v1.Health/Check"),
         "probes logged at info:\n{logs}"
     );
+    // They are counted all the same; the refusals as `other`, as any
+    // path no service serves.
+    let metrics = agent.metrics_addr().expect("the metrics address");
+    let check_ok = [("method", "/grpc.health.v1.Health/Check"), ("code", "Ok")];
+    let refused = [("method", "other"), ("code", "Unimplemented")];
+    await_ok(DEADLINE, "the probes counted", async || {
+        let exposition = scrape(metrics).await?;
+        let counts = (
+            exposition.value("dice_rpcs_total", &check_ok),
+            exposition.value("dice_rpcs_total", &refused),
+        );
+        match counts {
+            (Some(2.0), Some(5.0)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +272,127 @@ fn check_accepts_a_public_health_listener_and_rejects_tls_keys_on_one() {
             "{} line {line}: listeners[2].tls: does not apply to a health listener",
             with_tls.display()
         ));
+}
+
+#[tokio::test]
+async fn a_config_reload_turns_a_listener_into_a_health_listener_and_removes_it() {
+    let (_dir, pki) = fresh_pki();
+    let with_h2c = AgentConfig::new("health-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .listener(ListenerConfig::h2c("probe"));
+    let agent = Agent::spawn(&with_h2c);
+    let h2c = Client::h2c(agent.addr("probe"))
+        .await
+        .expect("connect to h2c");
+    h2c.roll().await.expect("h2c serves the dice API");
+
+    // Same name, mode health: the listener is bound again and serves health alone.
+    rewrite(
+        &agent,
+        &AgentConfig::new("health-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls"))
+            .listener(ListenerConfig::health("probe")),
+    );
+    let address = await_listening(&agent, "probe", "health").await;
+    let probe = Client::h2c(address)
+        .await
+        .expect("connect to the health listener");
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    assert_refused("RollDie on the reloaded listener", probe.roll().await);
+    // Probes are logged at debug (this agent logs at debug).
+    await_log(&agent, "the probe's rpc line at debug", |line| {
+        line.contains("DEBUG")
+            && line.contains("/grpc.health.v1.Health/Check")
+            && line.contains("listener=probe")
+    })
+    .await;
+
+    // Removed: it stops accepting, as any listener does.
+    rewrite(
+        &agent,
+        &AgentConfig::new("health-node")
+            .tls(pki.server_tls())
+            .listener(ListenerConfig::mtls("mtls")),
+    );
+    // (The rebind above logged a removal of `probe` too: wait for the port.)
+    await_ok(
+        DEADLINE,
+        "the removed health listener refusing connections",
+        async || match Client::h2c(address).await {
+            Ok(_) => Err("still accepts".to_owned()),
+            Err(_) => Ok(()),
+        },
+    )
+    .await;
+    await_ok(DEADLINE, "a second removal of probe logged", async || {
+        let removals = (agent.logs().lines())
+            .filter(|line| line.contains("listener removed") && line.contains("listener=probe"))
+            .count();
+        if removals == 2 {
+            Ok(())
+        } else {
+            Err(format!("{removals} removals"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_listener_limits_protect_a_health_listener() {
+    let (_dir, pki) = fresh_pki();
+    let toml = AgentConfig::new("health-node")
+        .tls(pki.server_tls())
+        .listener(ListenerConfig::mtls("mtls"))
+        .limit("max_connections", "3")
+        .to_toml()
+        + "\n[[listeners]]\nname = \"health\"\nmode = \"health\"\naddress = \"127.0.0.1:0\"\nlimits = { rpc_rate = \"1/m\", rpc_burst = 2 }\n";
+    let agent = Agent::spawn_toml(&toml, &[]);
+    let addr = agent.health_addr();
+
+    // limits.max_connections: two silent connections fill the listener's
+    // slots with the probe's; the next is refused, and the mTLS listener,
+    // with slots of its own, still serves.
+    let probe = Client::h2c(addr).await.expect("connect");
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a silent connection"),
+        );
+    }
+    let refused = match Client::h2c(addr).await {
+        Ok(client) => client
+            .health("")
+            .await
+            .map_err(|status| status_chain(&status)),
+        Err(error) => Err(error),
+    };
+    let error = refused.expect_err("a fourth connection was served");
+    assert!(!error.contains("rate limit"), "{error}");
+    await_log(&agent, "the refusal", |line| {
+        line.contains("too many open connections") && line.contains("listener=health")
+    })
+    .await;
+    roll_once(agent.mtls_addr(), &pki.client_tls())
+        .await
+        .expect("the mTLS listener still serves");
+    drop(silent);
+
+    // limits.rpc_rate: per peer IP on a health listener (burst 2).
+    assert_eq!(
+        probe.health("").await.expect("check"),
+        ServingStatus::Serving
+    );
+    let limited = probe.health("").await.expect_err("over rpc_rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
 }

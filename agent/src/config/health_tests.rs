@@ -92,3 +92,14 @@ fn a_health_listener_does_not_count_as_mtls_for_the_admin_api() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_public_h2c_listener_error_points_at_the_health_mode() {
+    let source = format!("{NODE}[[listeners]]\nmode = \"h2c\"\naddress = \"0.0.0.0:9090\"\n");
+    let errors = parse_str(&source).expect_err("public h2c").to_string();
+    assert!(
+        errors.contains("line 5: listeners[0].address: h2c listener on non-loopback address")
+            && errors.contains("a mode = \"health\" listener may bind any address"),
+        "{errors}"
+    );
+}

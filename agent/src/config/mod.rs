@@ -437,7 +437,7 @@ impl Validator<'_, '_> {
                         Some(raw.address.span().start),
                         key("address"),
                         format!("h2c listener on non-loopback address {address}: plaintext would be reachable from the network"),
-                        Some("bind h2c to 127.0.0.1 behind a local TLS-terminating proxy, or set allow_public = true on this listener (for a load balancer's or Kubernetes' health probes, a mode = \"health\" listener may bind any address)"),
+                        Some("bind h2c to 127.0.0.1 behind a local TLS-terminating proxy, or set allow_public = true on this listener; for load balancers' health probes, a mode = \"health\" listener may bind any address"),
                     );
                 }
                 if let Some(tls) = &raw.tls {

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::conn::{Activity, Conn, ConnInfo};
 use super::handshake_rate::HandshakeGate;
-use crate::config::{Limits, ListenerConfig};
+use crate::config::{Limits, ListenerConfig, Mode};
 use crate::metrics::HandshakeLabels;
 use crate::rpc::{AllowList, ListenerLimiter};
 use crate::services::AgentState;
@@ -27,6 +27,12 @@ const TARGET: &str = "dice_agent::listener";
 
 /// The longest pause after a failed `accept` (such as running out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The most connections a health listener (`mode = "health"`) keeps open,
+/// or `limits.max_connections` if lower: its clients are a few load
+/// balancers and a kubelet, and a flood of plaintext connections to a port
+/// open to the network must not take the file descriptors the API needs.
+pub const HEALTH_MAX_CONNECTIONS: usize = 256;
 
 /// A listener bound to its address, with the certificate material it serves.
 pub struct BoundListener {
@@ -86,8 +92,16 @@ pub async fn accept_loop(
     let name: Arc<str> = Arc::from(bound.config.name.as_str());
     let live = state.live.clone();
     let start = live.current().limits;
+    let health = bound.config.mode == Mode::Health;
+    let max_connections = |limits: &Limits| {
+        if health {
+            limits.max_connections.min(HEALTH_MAX_CONNECTIONS)
+        } else {
+            limits.max_connections
+        }
+    };
     let mut handshakes = Permits::new(start.max_handshakes);
-    let mut slots = Permits::new(start.max_connections);
+    let mut slots = Permits::new(max_connections(&start));
     let mut gate = HandshakeGate::new(rate);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
@@ -115,9 +129,9 @@ pub async fn accept_loop(
         let config = live.current();
         let limits = config.limits;
         handshakes.resize(limits.max_handshakes);
-        slots.resize(limits.max_connections);
+        slots.resize(max_connections(&limits));
         let Ok(slot) = slots.semaphore.clone().try_acquire_owned() else {
-            warn!(target: TARGET, listener = %name, %peer, limit = limits.max_connections, "too many open connections; refusing connection");
+            warn!(target: TARGET, listener = %name, %peer, limit = max_connections(&limits), "too many open connections; refusing connection");
             continue;
         };
         // Disabling Nagle matters for small gRPC messages; failure only costs latency.
