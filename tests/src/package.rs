@@ -270,7 +270,9 @@ fn parse_listing(text: &str) -> BTreeMap<String, Entry> {
 /// (`adduser`, `getent`'s answer, `install -o`, `chown`, `deb-systemd-helper`,
 /// `deb-systemd-invoke`, `systemctl`, and the user tools) are stand-ins
 /// first on `PATH` that log each call. `adduser` records the user it made, so
-/// `getent passwd` finds it on the next run, as on a real host.
+/// `getent passwd` finds it on the next run, as on a real host. The scripts
+/// run as on a host where systemd runs: their test for `/run/systemd/system`
+/// looks under the sandbox's root, where that folder exists.
 pub struct ScriptSandbox {
     dir: TempDir,
 }
@@ -318,7 +320,8 @@ impl ScriptSandbox {
             .expect("create the sandbox");
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).expect("create the stand-ins' folder");
-        std::fs::create_dir_all(dir.path().join("root")).expect("create the root");
+        std::fs::create_dir_all(dir.path().join("root/run/systemd/system"))
+            .expect("create the root, where systemd runs");
         for (name, body) in STAND_INS {
             let path = bin.join(name);
             let script = format!("#!/bin/sh\necho \"{name} $*\" >>\"$SANDBOX/calls\"\n{body}\n");
@@ -339,9 +342,21 @@ impl ScriptSandbox {
     pub fn run(&self, script: &Path, args: &[&str]) -> (RunOutput, Vec<String>) {
         let calls = self.dir.path().join("calls");
         let _ = std::fs::remove_file(&calls);
+        let text = std::fs::read_to_string(script)
+            .unwrap_or_else(|error| panic!("read {}: {error}", script.display()));
+        assert!(
+            !text.contains("$DPKG_ROOT/run/systemd"),
+            "the sandbox would not see the script's own systemd check"
+        );
+        let copy = self.dir.path().join("script");
+        std::fs::write(
+            &copy,
+            text.replace("/run/systemd/system", "$DPKG_ROOT/run/systemd/system"),
+        )
+        .expect("write the script's copy");
         let mut command = Command::new("sh");
         command
-            .arg(script)
+            .arg(&copy)
             .args(args)
             .env_clear()
             .env(

@@ -255,45 +255,56 @@ fn package_maintainer_scripts_parse_and_create_the_user_once_and_purge_only_data
         run_with_timeout(command, RUN_TIMEOUT).assert_success();
     }
     let postinst = deb.control_dir.join("postinst");
+    let prerm = deb.control_dir.join("prerm");
     let postrm = deb.control_dir.join("postrm");
     let sandbox = ScriptSandbox::new();
     let root = sandbox.root();
     let mode = |path: &Path| std::fs::metadata(path).map(|meta| meta.permissions().mode() & 0o777);
+    let called = |calls: &[String], call: &str| calls.iter().any(|c| c == call);
 
     // First install: the user, its folders, the unit enabled but not started.
     let (run, calls) = sandbox.run(&postinst, &["configure"]);
     run.assert_success();
     assert!(
-        calls.contains(
-            &"adduser --system --group --home /var/lib/dice --no-create-home dice".to_owned()
+        called(
+            &calls,
+            "adduser --system --group --home /var/lib/dice --no-create-home dice"
         ),
         "{calls:#?}"
     );
     assert!(
-        calls.contains(&"deb-systemd-helper enable dice-agent.service".to_owned()),
+        called(&calls, "deb-systemd-helper enable dice-agent.service"),
+        "{calls:#?}"
+    );
+    assert!(
+        called(&calls, "systemctl --system daemon-reload"),
         "{calls:#?}"
     );
     assert!(
         !calls
             .iter()
-            .any(|call| call.starts_with("deb-systemd-invoke")
-                || call.starts_with("systemctl start")),
+            .any(|call| call.starts_with("deb-systemd-invoke")),
         "the service must not start on install: {calls:#?}"
     );
     assert_eq!(mode(&root.join("var/lib/dice")).ok(), Some(0o750));
     assert_eq!(mode(&root.join("etc/dice/tls")).ok(), Some(0o700));
 
-    // Upgrade: the operator's changes stay, no second user.
+    // Upgrade: the agent keeps running until the new one is configured, then
+    // restarts if it ran; the operator's changes stay, no second user.
     std::fs::set_permissions(
         root.join("var/lib/dice"),
         std::fs::Permissions::from_mode(0o755),
     )
     .expect("chmod");
     std::fs::write(root.join("etc/dice/tls/node-key.pem"), "key").expect("write a key");
-    let (run, calls) = sandbox.run(
-        &postinst,
-        &["configure", &format!("{VERSION}{DEB_REVISION}")],
+    let old_version = format!("{VERSION}{DEB_REVISION}");
+    let (run, calls) = sandbox.run(&prerm, &["upgrade", &old_version]);
+    run.assert_success();
+    assert!(
+        calls.is_empty(),
+        "prerm upgrade should leave the agent running: {calls:#?}"
     );
+    let (run, calls) = sandbox.run(&postinst, &["configure", &old_version]);
     run.assert_success();
     assert!(
         !calls
@@ -301,9 +312,20 @@ fn package_maintainer_scripts_parse_and_create_the_user_once_and_purge_only_data
             .any(|call| call.starts_with("adduser") || call.starts_with("install")),
         "an upgrade made the user or its folders again: {calls:#?}"
     );
+    assert!(
+        called(&calls, "deb-systemd-invoke try-restart dice-agent.service"),
+        "{calls:#?}"
+    );
     assert_eq!(mode(&root.join("var/lib/dice")).ok(), Some(0o755));
 
-    // remove keeps everything; purge deletes the data, keeps the keys and the user.
+    // remove stops the agent and keeps everything; purge deletes the data,
+    // keeps the keys and the user.
+    let (run, calls) = sandbox.run(&prerm, &["remove"]);
+    run.assert_success();
+    assert!(
+        called(&calls, "deb-systemd-invoke stop dice-agent.service"),
+        "{calls:#?}"
+    );
     sandbox.run(&postrm, &["remove"]).0.assert_success();
     assert!(root.join("var/lib/dice").is_dir() && root.join("etc/dice/tls/node-key.pem").is_file());
     let (run, calls) = sandbox.run(&postrm, &["purge"]);
@@ -326,7 +348,7 @@ fn package_maintainer_scripts_parse_and_create_the_user_once_and_purge_only_data
     std::fs::remove_file(root.join("etc/dice/tls/node-key.pem")).expect("remove the key");
     sandbox.run(&postrm, &["purge"]).0.assert_success();
     assert!(
-        !root.join("etc/dice").exists(),
+        !root.join("etc/dice/tls").exists(),
         "an empty /etc/dice/tls stays after purge"
     );
 }
