@@ -404,4 +404,15 @@ mod tests {
         assert_eq!(control["Package"], "dicectl");
         assert_eq!(control["Description"], "short\nlong one");
     }
+
+    #[test]
+    fn names_the_cargo_deb_the_scripts_install() {
+        let script = std::fs::read_to_string(workspace_root().join("scripts/system-packages.sh"))
+            .expect("read scripts/system-packages.sh");
+        let version = script
+            .lines()
+            .find_map(|line| line.strip_prefix("CARGO_DEB_VERSION="))
+            .expect("CARGO_DEB_VERSION in system-packages.sh");
+        assert!(INSTALL_CARGO_DEB.contains(&format!("--version {version} ")));
+    }
 }
