@@ -205,6 +205,14 @@ async fn answers_not_serving_through_the_drain_then_closes_at_exit() {
             "health {service:?} while draining"
         );
     }
+    assert_eq!(
+        fresh
+            .health("liveness")
+            .await
+            .expect("liveness while draining"),
+        ServingStatus::Serving,
+        "liveness while draining: the process still answers"
+    );
     assert_refused("RollDie while draining", fresh.roll().await);
 
     // The last RPC in flight ends: the drain is over, the process exits, and
@@ -236,6 +244,12 @@ async fn reports_not_serving_while_the_served_certificate_has_expired() {
         line.contains("no usable certificate") && line.contains("listener mtls")
     })
     .await;
+    // Liveness stays SERVING: restarting would not bring a valid certificate.
+    assert_eq!(
+        health.health("liveness").await.expect("liveness"),
+        ServingStatus::Serving,
+        "liveness with a lapsed certificate"
+    );
 
     // A renewed certificate puts the node back in service.
     live.rotate(pki.server(), Replace::Rename);

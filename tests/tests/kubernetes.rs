@@ -295,17 +295,20 @@ fn kubernetes_probes_ports_mounts_and_certificate_match_the_config() {
     assert_eq!(container_port("mtls"), port_of(public));
     assert_eq!(container_port("health"), port_of(health));
 
-    // Both probes are gRPC probes of the health listener, for the overall status.
-    for probe in ["readinessProbe", "livenessProbe"] {
+    // Both probes are gRPC probes of the health listener: readiness for the
+    // node's status, liveness for the process alone (a lapsed certificate
+    // must not restart the pod into a crash loop).
+    for (probe, service) in [("readinessProbe", ""), ("livenessProbe", "liveness")] {
         let grpc = &container[probe]["grpc"];
         assert_eq!(
             grpc["port"].as_u64(),
             Some(u64::from(port_of(health))),
             "{probe} port"
         );
-        assert!(
-            grpc["service"].is_null() || grpc["service"].as_str() == Some(""),
-            "{probe} should ask for the overall status"
+        assert_eq!(
+            grpc["service"].as_str().unwrap_or(""),
+            service,
+            "{probe}'s service"
         );
     }
 

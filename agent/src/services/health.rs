@@ -38,6 +38,12 @@ pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// The services whose status follows the agent's: the overall server and `api.DiceService`.
 const SERVICES: [&str; 2] = ["", <DiceServiceServer<Dice> as NamedService>::NAME];
 
+/// The service name a liveness probe asks for: SERVING for as long as the
+/// process answers, whatever its certificates or drain. A lapsed certificate
+/// is a reason to take the node out of rotation (readiness), not to restart
+/// it: a restarted agent would refuse the same certificate and not start.
+pub const LIVENESS: &str = "liveness";
+
 /// Keeps the reported statuses in step with the agent's state.
 pub struct HealthStatus {
     reporter: HealthReporter,
@@ -56,8 +62,14 @@ impl HealthStatus {
         }
     }
 
-    /// Reports SERVING or NOT_SERVING from the certificates in force now.
+    /// Reports SERVING or NOT_SERVING from the certificates in force now
+    /// (and [`LIVENESS`] SERVING, once).
     pub async fn refresh(&mut self) {
+        if self.serving.is_none() {
+            self.reporter
+                .set_service_status(LIVENESS, ServingStatus::Serving)
+                .await;
+        }
         let problems = unusable(&self.state.profiles.load(), crate::unix_now());
         let serving = problems.is_empty();
         if self.serving == Some(serving) {
