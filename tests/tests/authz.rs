@@ -87,6 +87,40 @@ async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
         "the RPC log should show code 7 for {subject}\n{}",
         agent.dump()
     );
+    // Four RPCs on one connection, one warning: the warning is per connection.
+    // Every RPC line is written by now, and a warning per RPC would sit among them.
+    let rpcs_logged = poll_until(LOG_DEADLINE, || {
+        denied_rpcs(&agent.logs(), subject) >= codes.len()
+    });
+    assert!(
+        rpcs_logged,
+        "four denied RPC lines for {subject}\n{}",
+        agent.dump()
+    );
+    let warnings = agent
+        .logs()
+        .lines()
+        .filter(|line| {
+            line.contains("client not in the listener's allow list") && line.contains(subject)
+        })
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one allow-list warning per connection of {subject}, not one per RPC\n{}",
+        agent.dump()
+    );
+}
+
+/// How many RPC lines show `subject` denied (code 7).
+fn denied_rpcs(logs: &str, subject: &str) -> usize {
+    rpc_lines(logs)
+        .iter()
+        .filter(|line| {
+            line.field("code").as_deref() == Some("7")
+                && line.field("client.subject").as_deref() == Some(subject)
+        })
+        .count()
 }
 
 #[tokio::test]
