@@ -668,6 +668,11 @@ async fn poll_timer_picks_up_a_change_no_watched_folder_sees() {
     let rig = &unwatched.rig;
     unwatched.change();
     rig.await_rotated_to(unwatched.next.serial()).await;
+    // A SIGHUP would be logged before the reload it caused.
+    await_log(&rig.agent, "the reload line", |line| {
+        line.contains("certificate reloaded")
+    })
+    .await;
     assert!(
         !rig.agent.logs().contains("SIGHUP"),
         "no SIGHUP was sent; the poll timer should have found the change"
