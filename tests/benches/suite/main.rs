@@ -11,7 +11,9 @@
 //! times, interleaved (every cell of run 1, then of run 2, ...), and each
 //! comparison is the median of the per-run ratios to the reference measured
 //! right beside it. It prints the tables and rewrites the `## Performance
-//! suite` section of BENCHMARKS.md.
+//! suite` section of BENCHMARKS.md. A run whose `dicectl bench` failed or
+//! counted errors is a failed cell: it counts in no median, every target that
+//! uses it is unmet, and the suite exits 1 once the tables are out.
 //!
 //! `DICE_BENCH_RUNS` (default 5), `DICE_BENCH_SECS` (seconds per cell,
 //! default 3), `DICE_BENCH_IDLE` (idle connections, default 10000),
