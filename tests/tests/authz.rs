@@ -49,6 +49,8 @@ async fn assert_served(agent: &Agent, pki: &Pki, who: &Identity) {
 /// Asserts that `who` completes the handshake but every RPC (roll, health,
 /// reflection, info) is denied, and that the log names it.
 async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
+    // This connection's lines come after these (an earlier call waited for its own).
+    let seen = agent.logs().lines().count();
     let client = Client::mtls(agent.addr("mtls"), &pki.client_tls_as(who))
         .await
         .unwrap_or_else(|error| panic!("a denied client still finishes the handshake: {error}"));
@@ -89,16 +91,23 @@ async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
     );
     // Four RPCs on one connection, one warning: the warning is per connection.
     // Every RPC line is written by now, and a warning per RPC would sit among them.
+    let since = || {
+        agent
+            .logs()
+            .lines()
+            .skip(seen)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let rpcs_logged = poll_until(LOG_DEADLINE, || {
-        denied_rpcs(&agent.logs(), subject) >= codes.len()
+        denied_rpcs(&since(), subject) >= codes.len()
     });
     assert!(
         rpcs_logged,
         "four denied RPC lines for {subject}\n{}",
         agent.dump()
     );
-    let warnings = agent
-        .logs()
+    let warnings = since()
         .lines()
         .filter(|line| {
             line.contains("client not in the listener's allow list") && line.contains(subject)
