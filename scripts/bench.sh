@@ -6,6 +6,8 @@
 # new connection per RPC, plus idle RSS, RSS with 10,000 idle mTLS
 # connections and start-to-ready time. It prints the tables and rewrites the
 # "## Performance suite" section of BENCHMARKS.md. A few minutes on 2 cores.
+# A cell whose `dicectl bench` failed or counted errors is a failed cell: left
+# out of the medians, its targets unmet, and the suite exits 1.
 #
 # DICE_BENCH_RUNS=N (default 5), DICE_BENCH_SECS=S per cell (default 3),
 # DICE_BENCH_IDLE=N idle connections (default 10000), DICE_BENCH_WRITE=0 to

@@ -10,8 +10,10 @@
 //! and on one connection kept open; every RPC they make must succeed. Each
 //! run is one `dicectl` process, timed from spawn to exit. The goal is a
 //! wall time under 5 s for 100 agents on a 2-core machine, with 0 failed
-//! RPCs. `DICE_BENCH_RUNS=N` changes the number of runs (default
-//! [`DEFAULT_RUNS`]); `DICE_BENCH_AGENTS=N` the number of agents.
+//! RPCs: a failed rotation, a failed RPC, or a loaded node whose client got no
+//! roll through makes it exit 1 after the last run. `DICE_BENCH_RUNS=N`
+//! changes the number of runs (default [`DEFAULT_RUNS`]);
+//! `DICE_BENCH_AGENTS=N` the number of agents.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,7 @@ fn main() {
     let ca_dir = fleet.ca.dir.clone();
     let step = (agents / LOADED).max(1);
     let mut walls = Vec::new();
+    let (mut failed_runs, mut failed_rpcs) = (0, 0);
     for run in 1..=runs {
         let rolling = runtime.block_on(async {
             let mut rolling = Vec::new();
@@ -64,12 +67,22 @@ fn main() {
             &"json",
         ]));
         let wall = start.elapsed();
-        assert_eq!(output.code(), Some(0), "the rotation failed:\n{output}");
+        if output.code() != Some(0) {
+            eprintln!("run {run}: the rotation failed:\n{output}");
+            failed_runs += 1;
+        }
         let (mut ok, mut failed) = (0, Vec::new());
-        for rolling in rolling {
+        for (node, rolling) in rolling.into_iter().enumerate() {
             let tally = runtime.block_on(rolling.finish());
             ok += tally.fresh_ok + tally.kept_ok;
             failed.extend(tally.failed);
+            if tally.fresh_ok == 0 || tally.kept_ok == 0 {
+                failed.push(format!(
+                    "loaded node {node}: {} rolls on fresh connections and {} on the kept one \
+                     during the run",
+                    tally.fresh_ok, tally.kept_ok
+                ));
+            }
         }
         println!(
             "run {run}: wall {:.0} ms, {:.1} ms per node; {ok} RPCs during the run, {} failed{}",
@@ -81,7 +94,7 @@ fn main() {
                 .map(|f| format!(" (first: {f})"))
                 .unwrap_or_default()
         );
-        assert!(failed.is_empty(), "RPCs failed during the rotation");
+        failed_rpcs += failed.len();
         walls.push(wall);
     }
     walls.sort();
@@ -92,6 +105,13 @@ fn main() {
         ms(walls[walls.len() - 1]),
         ms(walls[walls.len() / 2]) / agents as f64
     );
+    if failed_runs > 0 || failed_rpcs > 0 {
+        eprintln!(
+            "rotate bench: {failed_runs} of {runs} rotations failed and {failed_rpcs} RPCs failed \
+             during them; the goal is none"
+        );
+        std::process::exit(1);
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

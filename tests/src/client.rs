@@ -139,29 +139,41 @@ pub async fn roll_once(addr: SocketAddr, tls: &TlsClient) -> Result<i32, String>
 /// Whether a failed RPC failed *cleanly* while a server shuts down: it was
 /// refused before the server processed it, so a client may retry it elsewhere.
 ///
-/// Clean: `UNAVAILABLE` (connection refused, `REFUSED_STREAM`), `CANCELLED`
-/// from the client side (a request never sent because its connection was
-/// closing), and any stream the server's GOAWAY excluded. Broken: a stream the
-/// server reset, a connection closed mid-response, a protocol error, or any
-/// other code.
+/// Clean: a connection the server no longer accepts (connection refused), a
+/// stream the server refused (`REFUSED_STREAM`) or its GOAWAY excluded, and
+/// `CANCELLED` from the client side (a request never sent because its
+/// connection was closing). Broken: a stream the server reset otherwise, a
+/// connection closed or reset mid-call, a protocol error, and any other code,
+/// `UNAVAILABLE` included.
 pub fn is_clean_refusal(status: &Status) -> bool {
+    let mut sources = Vec::new();
+    let mut source: Option<&(dyn Error + 'static)> = Some(status);
+    while let Some(error) = source {
+        sources.push(error);
+        source = error.source();
+    }
     let h2_errors = || {
-        let mut errors = Vec::new();
-        let mut source: Option<&(dyn Error + 'static)> = Some(status);
-        while let Some(error) = source {
-            if let Some(h2) = error.downcast_ref::<h2::Error>() {
-                errors.push(h2);
-            }
-            source = error.source();
-        }
-        errors
+        sources
+            .iter()
+            .filter_map(|error| error.downcast_ref::<h2::Error>())
+    };
+    let refused_by_h2 = || {
+        h2_errors().any(|h2| {
+            (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        })
     };
     match status.code() {
-        Code::Unavailable => true,
-        Code::Cancelled => !h2_errors().iter().any(|h2| h2.is_reset() && h2.is_remote()),
-        _ => h2_errors().iter().any(|h2| {
-            (h2.is_go_away() && h2.is_remote()) || h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-        }),
+        Code::Unavailable => {
+            let connection_refused = sources.iter().any(|error| {
+                error
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            });
+            connection_refused || refused_by_h2()
+        }
+        Code::Cancelled => !h2_errors().any(|h2| h2.is_reset() && h2.is_remote()),
+        _ => refused_by_h2(),
     }
 }
 
@@ -183,4 +195,32 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
 /// A status's code and message plus its error sources, as text.
 pub fn status_chain(status: &Status) -> String {
     error_chain(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn unavailable_from(source: impl Error + Send + Sync + 'static) -> Status {
+        let mut status = Status::unavailable("transport error");
+        status.set_source(Arc::new(source));
+        status
+    }
+
+    #[test]
+    fn a_refused_connection_is_clean() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_clean_refusal(&unavailable_from(refused)));
+    }
+
+    #[test]
+    fn an_unavailable_call_cut_off_mid_way_is_not_clean() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!is_clean_refusal(&unavailable_from(reset)));
+        assert!(!is_clean_refusal(&Status::unavailable(
+            "error reading a body from connection"
+        )));
+    }
 }

@@ -60,6 +60,10 @@ pub mod code {
     pub const NO_ERROR: u32 = 0x0;
     /// PROTOCOL_ERROR.
     pub const PROTOCOL_ERROR: u32 = 0x1;
+    /// FLOW_CONTROL_ERROR.
+    pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+    /// FRAME_SIZE_ERROR.
+    pub const FRAME_SIZE_ERROR: u32 = 0x6;
     /// CANCEL.
     pub const CANCEL: u32 = 0x8;
     /// REFUSED_STREAM.

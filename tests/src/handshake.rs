@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dice_proto::cert::CertSummary;
+use rustls::AlertDescription;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -58,6 +59,9 @@ pub struct HandshakeError {
     pub message: String,
     /// The server certificate, if the handshake got far enough to see one.
     pub server_cert: Option<CertSummary>,
+    /// The TLS alert the server refused with, if it sent one (e.g.
+    /// `UnknownCA`, `CertificateRevoked`, `CertificateRequired`).
+    pub alert: Option<AlertDescription>,
 }
 
 impl fmt::Display for HandshakeError {
@@ -68,6 +72,15 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
+/// The alert a TLS peer sent, if `error` (from a tokio-rustls handshake, read
+/// or write) is rustls reporting one.
+pub fn alert_received(error: &std::io::Error) -> Option<AlertDescription> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}
+
 /// Connects to `addr`, performs a TLS handshake with `tls`, sends the HTTP/2
 /// preface, and waits for the server's first bytes.
 pub async fn handshake(addr: SocketAddr, tls: &TlsClient) -> Result<Handshake, HandshakeError> {
@@ -75,6 +88,7 @@ pub async fn handshake(addr: SocketAddr, tls: &TlsClient) -> Result<Handshake, H
         stage,
         message,
         server_cert,
+        alert: None,
     };
     let config = tls
         .rustls_config()
@@ -93,7 +107,10 @@ pub async fn handshake(addr: SocketAddr, tls: &TlsClient) -> Result<Handshake, H
     )
     .await
     .map_err(|_| fail(HandshakeStage::Handshake, "timed out".into(), None))?
-    .map_err(|error| fail(HandshakeStage::Handshake, error.to_string(), None))?;
+    .map_err(|error| HandshakeError {
+        alert: alert_received(&error),
+        ..fail(HandshakeStage::Handshake, error.to_string(), None)
+    })?;
 
     let (_, session) = stream.get_ref();
     let chain = session.peer_certificates().unwrap_or_default();
@@ -129,7 +146,10 @@ pub async fn handshake(addr: SocketAddr, tls: &TlsClient) -> Result<Handshake, H
     };
     match tokio::time::timeout(FIRST_READ_TIMEOUT, first_read).await {
         Err(_) => Err(fail_read(format!("no reply within {FIRST_READ_TIMEOUT:?}"))),
-        Ok(Err(error)) => Err(fail_read(error.to_string())),
+        Ok(Err(error)) => Err(HandshakeError {
+            alert: alert_received(&error),
+            ..fail_read(error.to_string())
+        }),
         Ok(Ok(0)) => Err(fail_read("connection closed by the server".into())),
         Ok(Ok(_)) => Ok(Handshake {
             server_cert,

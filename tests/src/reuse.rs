@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
+use rustls::{
+    AlertDescription, ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Uri};
 
-use crate::handshake::{FIRST_READ_TIMEOUT, H2_PREFACE};
+use crate::handshake::{FIRST_READ_TIMEOUT, H2_PREFACE, alert_received};
 use crate::tls::{CONNECT_TIMEOUT, TlsClient, endpoint};
 
 /// A client that keeps one rustls config, and with it rustls's default
@@ -35,6 +37,8 @@ pub struct Attempt {
     pub kind: Option<HandshakeKind>,
     /// `Ok` once the server answered the HTTP/2 preface; `Err` says where and why it failed.
     pub outcome: Result<(), String>,
+    /// The TLS alert the server refused with, if it sent one.
+    pub alert: Option<AlertDescription>,
 }
 
 impl Attempt {
@@ -91,7 +95,12 @@ impl ResumingClient {
         };
         let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, shake).await {
             Err(_) => return failed(None, "handshake: timed out".into()),
-            Ok(Err(error)) => return failed(None, format!("handshake: {error}")),
+            Ok(Err(error)) => {
+                return Attempt {
+                    alert: alert_received(&error),
+                    ..failed(None, format!("handshake: {error}"))
+                };
+            }
             Ok(Ok(stream)) => stream,
         };
         let kind = stream.get_ref().1.handshake_kind();
@@ -103,11 +112,15 @@ impl ResumingClient {
         };
         match tokio::time::timeout(FIRST_READ_TIMEOUT, first_read).await {
             Err(_) => failed(kind, "first read: no reply".into()),
-            Ok(Err(error)) => failed(kind, format!("first read: {error}")),
+            Ok(Err(error)) => Attempt {
+                alert: alert_received(&error),
+                ..failed(kind, format!("first read: {error}"))
+            },
             Ok(Ok(0)) => failed(kind, "first read: connection closed by the server".into()),
             Ok(Ok(_)) => Attempt {
                 kind,
                 outcome: Ok(()),
+                alert: None,
             },
         }
     }
@@ -117,6 +130,7 @@ fn failed(kind: Option<HandshakeKind>, message: String) -> Attempt {
     Attempt {
         kind,
         outcome: Err(message),
+        alert: None,
     }
 }
 

@@ -103,6 +103,52 @@ pub fn await_rolls<const N: usize>(agents: [&Agent; N], count: usize) -> [Vec<Rp
     agents.map(|agent| rolls(&agent.logs()))
 }
 
+/// Asserts that `agent` has logged no OK roll before `marker`, a closure that
+/// makes one good roll as the client whose subject is `marker_subject` (seen
+/// nowhere else). The log writer batches lines, so an empty log proves nothing
+/// by itself: this waits for the marker roll's line, written after any earlier
+/// one, and then requires it to be the only roll.
+pub fn assert_no_rolls_before(agent: &Agent, marker_subject: &str, marker: impl FnOnce()) {
+    marker();
+    let is_marker =
+        |line: &RpcLine| line.field("client.subject").as_deref() == Some(marker_subject);
+    let logged = poll_until(LOG_TIMEOUT, || rolls(&agent.logs()).iter().any(is_marker));
+    assert!(
+        logged,
+        "the marker roll of {marker_subject} was not logged within {LOG_TIMEOUT:?}\n{}",
+        agent.dump()
+    );
+    let lines = rolls(&agent.logs());
+    assert!(
+        lines.len() == 1,
+        "rolls logged besides the marker roll: {lines:#?}\n{}",
+        agent.dump()
+    );
+}
+
+/// The agent's log lines after its first `seen`, up to and including the
+/// first RPC line of `method` among them, once that line is written: a call
+/// the caller just made marks the end of what came before it, so a check that
+/// something was *not* logged does not run ahead of the log writer.
+pub fn await_rpc_after(agent: &Agent, seen: usize, method: &str) -> Vec<String> {
+    let upto = || {
+        let logs = agent.logs();
+        let lines: Vec<String> = logs.lines().skip(seen).map(str::to_owned).collect();
+        let end = lines.iter().position(|line| {
+            line.contains(MARKER)
+                && RpcLine { line: line.clone() }.method().as_deref() == Some(method)
+        })?;
+        Some(lines[..=end].to_vec())
+    };
+    if !poll_until(LOG_TIMEOUT, || upto().is_some()) {
+        panic!(
+            "no {method} RPC line after line {seen} within {LOG_TIMEOUT:?}\n{}",
+            agent.dump()
+        );
+    }
+    upto().unwrap_or_default()
+}
+
 /// How many h2c connections the agent accepted (a debug-level line each).
 pub fn h2c_connections(logs: &str) -> usize {
     logs.lines()

@@ -49,6 +49,8 @@ async fn assert_served(agent: &Agent, pki: &Pki, who: &Identity) {
 /// Asserts that `who` completes the handshake but every RPC (roll, health,
 /// reflection, info) is denied, and that the log names it.
 async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
+    // This connection's lines come after these (an earlier call waited for its own).
+    let seen = agent.logs().lines().count();
     let client = Client::mtls(agent.addr("mtls"), &pki.client_tls_as(who))
         .await
         .unwrap_or_else(|error| panic!("a denied client still finishes the handshake: {error}"));
@@ -87,6 +89,47 @@ async fn assert_denied(agent: &Agent, pki: &Pki, who: &Identity) {
         "the RPC log should show code 7 for {subject}\n{}",
         agent.dump()
     );
+    // Four RPCs on one connection, one warning: the warning is per connection.
+    // Every RPC line is written by now, and a warning per RPC would sit among them.
+    let since = || {
+        agent
+            .logs()
+            .lines()
+            .skip(seen)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let rpcs_logged = poll_until(LOG_DEADLINE, || {
+        denied_rpcs(&since(), subject) >= codes.len()
+    });
+    assert!(
+        rpcs_logged,
+        "four denied RPC lines for {subject}\n{}",
+        agent.dump()
+    );
+    let warnings = since()
+        .lines()
+        .filter(|line| {
+            line.contains("client not in the listener's allow list") && line.contains(subject)
+        })
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one allow-list warning per connection of {subject}, not one per RPC\n{}",
+        agent.dump()
+    );
+}
+
+/// How many RPC lines show `subject` denied (code 7).
+fn denied_rpcs(logs: &str, subject: &str) -> usize {
+    rpc_lines(logs)
+        .iter()
+        .filter(|line| {
+            line.field("code").as_deref() == Some("7")
+                && line.field("client.subject").as_deref() == Some(subject)
+        })
+        .count()
 }
 
 #[tokio::test]

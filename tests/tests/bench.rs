@@ -1,8 +1,11 @@
 //! `dicectl bench` against a real agent: it loads the node for about a
 //! second over mTLS and h2c, and its JSON says how many RPCs succeeded.
 
+use std::time::Duration;
+
+use dice_tests::abuse::{sample, scrape};
 use dice_tests::fleet::closed_port;
-use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, fresh_pki};
+use dice_tests::{Agent, AgentConfig, Ctl, Pki, RunOutput, fresh_pki, poll_until};
 use serde_json::Value;
 
 /// Runs `dicectl ARGS --ca CA --cert CERT --key KEY` as `pki`'s client;
@@ -17,6 +20,26 @@ fn ctl_as_client(pki: &Pki, args: &str) -> RunOutput {
         args.extend([flag.to_owned(), path.display().to_string()]);
     }
     Ctl::run(&args)
+}
+
+/// How long the agent's metrics may take to count what dicectl did.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// `dice_tls_handshakes_total{listener="mtls",outcome="ok"}`: the mTLS
+/// connections the agent accepted.
+fn ok_handshakes(agent: &Agent) -> f64 {
+    let addr = agent.metrics_addr().expect("metrics are configured");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to scrape metrics");
+    let metrics = runtime.block_on(scrape(addr));
+    sample(
+        &metrics,
+        "dice_tls_handshakes_total",
+        &[("listener", "mtls"), ("outcome", "ok")],
+    )
+    .unwrap_or(0.0)
 }
 
 fn json(stdout: &str) -> Value {
@@ -75,22 +98,48 @@ fn bench_loads_mtls_and_h2c_and_reports_json() {
 
 #[test]
 fn bench_with_a_new_connection_per_rpc_counts_handshakes() {
+    /// Connection loops: each makes one connection after another.
+    const LOOPS: u64 = 2;
     let (_dir, pki) = fresh_pki();
-    let agent = Agent::spawn(&AgentConfig::standard(&pki).log_level("info"));
+    let agent = Agent::spawn(
+        &AgentConfig::standard(&pki)
+            .log_level("info")
+            .extra("[metrics]\naddress = \"127.0.0.1:0\""),
+    );
+    let before = ok_handshakes(&agent);
     let run = ctl_as_client(
         &pki,
         &format!(
-            "--output json bench --node {} --new-connection-per-rpc --duration 500ms",
+            "--output json bench --node {} --new-connection-per-rpc --connections {LOOPS} \
+             --duration 500ms",
             agent.mtls_addr()
         ),
     );
     run.assert_success();
     let summary = &json(&run.stdout)["summary"];
-    assert!(summary["handshakes"].as_u64().unwrap_or(0) > 0, "{summary}");
-    assert!(summary["requests"].as_u64().unwrap_or(0) > 0, "{summary}");
+    let handshakes = summary["handshakes"].as_u64().unwrap_or(0);
+    let requests = summary["requests"].as_u64().unwrap_or(0);
+    assert!(handshakes > 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    // One handshake per RPC; a loop's last connection may be cut off by the
+    // deadline before its RPC is counted.
+    assert!(
+        (requests..=requests + LOOPS).contains(&handshakes),
+        "{handshakes} handshakes for {requests} RPCs: {summary}"
+    );
     assert!(
         summary["handshakes_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
         "{summary}"
+    );
+    // The agent accepted one new connection per RPC too (and perhaps one
+    // per loop that the deadline cut off), not one connection for them all.
+    let least = before + requests as f64;
+    let counted = poll_until(SETTLE, || ok_handshakes(&agent) >= least);
+    let accepted = ok_handshakes(&agent) - before;
+    assert!(
+        counted && accepted <= (requests + LOOPS) as f64,
+        "the agent accepted {accepted} mTLS connections for {requests} RPCs \
+         (dicectl: {handshakes} handshakes)"
     );
 
     // One RPC per connection: more streams on one is a usage error, and nothing runs.

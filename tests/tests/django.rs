@@ -9,9 +9,9 @@
 use dice_tests::chromium::{attribute, dump_dom, element_tag, element_text};
 use dice_tests::django::DjangoSite;
 use dice_tests::nginx::Nginx;
-use dice_tests::rpc_log::{await_rolls, rolls};
+use dice_tests::rpc_log::{assert_no_rolls_before, await_rolls};
 use dice_tests::service::free_port;
-use dice_tests::{Agent, AgentConfig, fresh_pki};
+use dice_tests::{Agent, AgentConfig, Ctl, LeafSpec, fresh_pki};
 
 /// The Unicode die faces, ⚀ (1) to ⚅ (6).
 const FACES: [&str; 6] = ["⚀", "⚁", "⚂", "⚃", "⚄", "⚅"];
@@ -97,5 +97,8 @@ fn django_error_pages_when_the_node_is_down_or_refuses_the_certificate() {
         "{}",
         page.body
     );
-    assert_eq!(rolls(&agent.logs()).len(), 0, "{}", agent.dump());
+    let marker = pki.issue(&LeafSpec::client("log-marker"));
+    assert_no_rolls_before(&agent, &marker.summary.subject, || {
+        Ctl::roll(agent.mtls_addr(), pki.ca_cert(), &marker.cert, &marker.key).assert_rolled();
+    });
 }

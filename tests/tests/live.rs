@@ -15,6 +15,7 @@ use dice_tests::live::{
     assert_cut_off_in_time, await_config_reload, await_cut_off, rewrite, rewrite_text,
 };
 use dice_tests::rotation::{LiveTls, Replace, await_log, await_serial, replace};
+use dice_tests::rpc_log::await_rpc_after;
 use dice_tests::{
     Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Pki, Signal, TlsClient, fresh_pki,
 };
@@ -268,9 +269,9 @@ async fn admin_limits_and_node_name_change_live_while_a_connection_rolls() {
     // At info, a fresh handshake logs no DEBUG line any more.
     let seen = agent.logs().lines().count();
     roll_once(addr, &pki.client_tls()).await.expect("roll");
-    let debug: Vec<String> = (agent.logs().lines().skip(seen))
+    let debug: Vec<String> = await_rpc_after(&agent, seen, "/api.DiceService/RollDie")
+        .into_iter()
         .filter(|line| line.contains(" DEBUG "))
-        .map(str::to_owned)
         .collect();
     assert!(
         debug.is_empty(),

@@ -8,6 +8,7 @@ use dice_proto::DICE_SERVICE_NAME;
 use dice_tests::client::{ServingStatus, handshake, roll_once, status_chain};
 use dice_tests::heavy::{many_connections, silent_connections};
 use dice_tests::{Agent, AgentConfig, Client, HandshakeStage, Pki, TlsClient, fresh_pki, within};
+use rustls::AlertDescription;
 
 /// A deadline for one roll: far below the agent's 10 s handshake timeout.
 const ROLL_DEADLINE: Duration = Duration::from_secs(2);
@@ -22,13 +23,25 @@ async fn agent_and_client(pki: &Pki, config: &AgentConfig) -> (Agent, Client) {
 }
 
 /// Asserts that `bad` (described by `what`) is refused at the TLS handshake
-/// and cannot roll, and that a good client of `pki` still rolls afterwards.
-async fn assert_refused(addr: SocketAddr, pki: &Pki, bad: &TlsClient, what: &str) {
+/// with the `alert` that says why, and cannot roll, and that a good client of
+/// `pki` still rolls afterwards.
+async fn assert_refused(
+    addr: SocketAddr,
+    pki: &Pki,
+    bad: &TlsClient,
+    what: &str,
+    alert: AlertDescription,
+) {
     let refused = handshake(addr, bad)
         .await
         .expect_err(&format!("{what} must be refused"));
     assert_ne!(refused.stage, HandshakeStage::Connect, "{refused}");
     eprintln!("refused: {refused}");
+    assert_eq!(
+        refused.alert,
+        Some(alert),
+        "{what} should be refused with the {alert:?} alert: {refused}"
+    );
 
     let result = roll_once(addr, bad).await;
     assert!(result.is_err(), "a roll as {what} succeeded: {result:?}");
@@ -76,6 +89,7 @@ async fn client_without_certificate_is_refused() {
         &pki,
         &pki.client_tls_without_cert(),
         "a client without a certificate",
+        AlertDescription::CertificateRequired,
     )
     .await;
 }
@@ -94,6 +108,7 @@ async fn client_certificate_from_another_ca_is_refused() {
         &pki,
         &stranger,
         "a client certificate from another CA",
+        AlertDescription::UnknownCA,
     )
     .await;
 }

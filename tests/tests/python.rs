@@ -9,9 +9,9 @@ use std::process::Command;
 use dice_tests::pki::CLIENT_CN;
 use dice_tests::process::{RUN_TIMEOUT, run_with_timeout};
 use dice_tests::python::PyRoll;
-use dice_tests::rpc_log::{await_rolls, rolls};
+use dice_tests::rpc_log::{assert_no_rolls_before, await_rolls};
 use dice_tests::service::free_port;
-use dice_tests::{Agent, AgentConfig, fresh_pki, tempdir, tools};
+use dice_tests::{Agent, AgentConfig, Ctl, LeafSpec, fresh_pki, tempdir, tools};
 
 #[test]
 fn python_client_rolls_over_mtls() {
@@ -62,7 +62,10 @@ fn python_client_errors_carry_the_grpc_status() {
         .fails_with("UNAVAILABLE")
         .assert_stderr_contains("kind: tls");
 
-    assert_eq!(rolls(&agent.logs()).len(), 0, "{}", agent.dump());
+    let marker = pki.issue(&LeafSpec::client("log-marker"));
+    assert_no_rolls_before(&agent, &marker.summary.subject, || {
+        Ctl::roll(agent.mtls_addr(), pki.ca_cert(), &marker.cert, &marker.key).assert_rolled();
+    });
 
     // An unreadable certificate file is a usage error, named, before any RPC.
     let missing = dir.path().join("missing-ca.pem");

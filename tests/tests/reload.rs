@@ -25,7 +25,7 @@ use dice_tests::rotation::{
 use dice_tests::{
     Agent, AgentConfig, Client, HandshakeStage, LeafSpec, Pki, Signal, TlsClient, tempdir,
 };
-use rustls::{HandshakeKind, SupportedProtocolVersion};
+use rustls::{AlertDescription, HandshakeKind, SupportedProtocolVersion};
 use tempfile::TempDir;
 
 /// `[reload]` with the poll timer off: file events (and retries) only.
@@ -338,15 +338,17 @@ async fn expired_certificate_is_rejected() {
     );
 }
 
-/// Whether a fresh handshake as `client` is refused by the server (and not,
-/// say, unable to connect).
+/// Whether a fresh handshake as `client` is refused by the server as signed
+/// by a CA it does not trust (the `UnknownCA` alert; not, say, a timeout or a
+/// connection that could not be made).
 async fn refused(addr: SocketAddr, client: &TlsClient) -> Result<(), String> {
     match handshake(addr, client).await {
         Ok(shook) => Err(format!("accepted (serial {})", shook.server_cert.serial)),
         Err(error) if error.stage == HandshakeStage::Connect => {
             panic!("could not even connect: {error}")
         }
-        Err(_) => Ok(()),
+        Err(error) if error.alert == Some(AlertDescription::UnknownCA) => Ok(()),
+        Err(error) => Err(format!("refused, but not as UnknownCA: {error}")),
     }
 }
 
@@ -425,6 +427,11 @@ async fn client_ca_rotation(version: &'static SupportedProtocolVersion) {
     assert!(
         !after.accepted(),
         "a client whose CA was dropped got back in on a session from before the drop: {after:?}"
+    );
+    assert_eq!(
+        after.alert,
+        Some(AlertDescription::UnknownCA),
+        "a client whose CA was dropped should be refused as UnknownCA: {after:?}"
     );
     assert_ne!(after.kind, Some(HandshakeKind::Resumed), "{after:?}");
     let last = await_reload(&rig.info, "a successful reload", |last| last.ok).await;
@@ -661,6 +668,11 @@ async fn poll_timer_picks_up_a_change_no_watched_folder_sees() {
     let rig = &unwatched.rig;
     unwatched.change();
     rig.await_rotated_to(unwatched.next.serial()).await;
+    // A SIGHUP would be logged before the reload it caused.
+    await_log(&rig.agent, "the reload line", |line| {
+        line.contains("certificate reloaded")
+    })
+    .await;
     assert!(
         !rig.agent.logs().contains("SIGHUP"),
         "no SIGHUP was sent; the poll timer should have found the change"

@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dice_proto::DICE_SERVICE_NAME;
+use dice_tests::abuse::{h2_connect, raw_call};
 use dice_tests::client::{ServingStatus, is_clean_refusal, roll_once, status_chain};
+use dice_tests::h2raw::{ROLL_DIE, grpc_message};
 use dice_tests::{Agent, AgentConfig, Client, Signal, fresh_pki, poll_until_async, within};
 use tokio::task::JoinHandle;
 use tonic::Streaming;
+use tonic::codegen::{Bytes, http};
 use tonic_health::pb::HealthCheckResponse;
 
 /// A deadline for one roll.
@@ -236,11 +239,19 @@ async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
     let (_dir, pki) = fresh_pki();
     let grace = Duration::from_secs(2);
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("2s"));
-    let client = Client::mtls(agent.addr("mtls"), &pki.client_tls())
+    let addr = agent.addr("mtls");
+    let client = Client::mtls(addr, &pki.client_tls())
         .await
         .expect("connect");
-    // Held open through the whole shutdown.
+    // Held open through the whole shutdown: a watch stream, and a roll whose
+    // request message never comes.
     let _watch = serving_watch(&client, DICE_SERVICE_NAME).await;
+    let tls = pki.client_tls().connect(addr).await.expect("TLS");
+    let send = h2_connect(tls).await.expect("HTTP/2");
+    let (_response, _request_body) = roll_headers_only(&send).await;
+    // Answered only once the agent has read the held roll's HEADERS.
+    let after = raw_call(&send, ROLL_DIE, grpc_message(&[]), true).await;
+    assert_eq!(after.map(|reply| reply.grpc_status), Ok(Some(0)));
 
     let signalled = Instant::now();
     agent.signal(Signal::TERM);
@@ -250,7 +261,14 @@ async fn grace_period_bounds_shutdown_with_a_call_that_never_ends() {
             &format!("after SIGTERM, outliving its {grace:?} grace period"),
         )
     });
-    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with calls held in flight");
+    // Not before the grace period is over either: the calls were still running.
+    assert!(
+        took >= grace,
+        "the agent exited {took:?} after SIGTERM, before its {grace:?} grace period ended, with calls in flight\n{}",
+        agent.dump()
+    );
 }
 
 #[test]
@@ -259,4 +277,124 @@ fn sigint_exits_zero() {
     let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("5s"));
     agent.signal(Signal::INT);
     agent.assert_clean_exit(Duration::from_secs(5) + EXIT_SLACK, "after SIGINT");
+}
+
+// === a call provably in flight across the signal ===
+
+/// The log line the agent writes once it has the signal and starts draining.
+const STOPPING: &str = "stopping: refusing new connections, draining in-flight RPCs";
+
+/// Opens a RollDie call on `send` and sends only its HEADERS: the request
+/// message (DATA with END_STREAM) goes later through the returned stream.
+async fn roll_headers_only(
+    send: &h2::client::SendRequest<Bytes>,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{ROLL_DIE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a valid request");
+    let mut send = send.clone().ready().await.expect("the connection is ready");
+    send.send_request(request, false)
+        .expect("send the HEADERS of a RollDie call")
+}
+
+/// Reads a unary gRPC response to the end: the value rolled if it came with
+/// HTTP 200, one message and `grpc-status: 0`; otherwise what came instead.
+async fn read_roll(response: h2::client::ResponseFuture) -> Result<i32, String> {
+    let response = response
+        .await
+        .map_err(|error| format!("response: {error}"))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("HTTP status {}", response.status()));
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.map_err(|error| format!("response body: {error}"))?;
+        let _ = body.flow_control().release_capacity(data.len());
+        bytes.extend_from_slice(&data);
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|error| format!("trailers: {error}"))?
+        .unwrap_or_default();
+    let status = trailers.get("grpc-status").and_then(|v| v.to_str().ok());
+    if status != Some("0") {
+        return Err(format!("trailers {trailers:?}, body {bytes:?}"));
+    }
+    // One uncompressed gRPC message holding RollDieResponse { value = 1 (varint) }.
+    match bytes[..] {
+        [0, 0, 0, 0, 2, 0x08, value] => Ok(i32::from(value)),
+        _ => Err(format!("not one RollDieResponse message: {bytes:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_in_flight_across_sigterm_completes() {
+    let (_dir, pki) = fresh_pki();
+    let grace = Duration::from_secs(10);
+    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).grace_period("10s"));
+    let tls = pki
+        .client_tls()
+        .connect(agent.addr("mtls"))
+        .await
+        .expect("TLS");
+    let send = h2_connect(tls).await.expect("HTTP/2");
+
+    let (response, mut request_body) = roll_headers_only(&send).await;
+    // A whole call opened after it on the same connection: once it is
+    // answered, the agent has read the first call's HEADERS (HTTP/2 frames
+    // arrive in order), so that call is in flight.
+    let after = raw_call(&send, ROLL_DIE, grpc_message(&[]), true).await;
+    assert_eq!(
+        after.map(|reply| reply.grpc_status),
+        Ok(Some(0)),
+        "a roll next to the held one\n{}",
+        agent.dump()
+    );
+
+    agent.signal(Signal::TERM);
+    let signalled = Instant::now();
+    let stopping = poll_until_async(grace, || async { agent.logs().contains(STOPPING) }).await;
+    assert!(
+        stopping,
+        "the agent never logged {STOPPING:?}\n{}",
+        agent.dump()
+    );
+    assert!(
+        agent.try_wait().is_none(),
+        "the agent exited with a call in flight\n{}",
+        agent.dump()
+    );
+
+    // Only now does the request message go out.
+    request_body
+        .send_data(Bytes::from(grpc_message(&[])), true)
+        .expect("send the request message after SIGTERM");
+    let rolled = within(
+        ROLL_DEADLINE * 2,
+        "the held roll's answer",
+        read_roll(response),
+    )
+    .await;
+    assert!(
+        rolled.as_ref().is_ok_and(|value| (1..=6).contains(value)),
+        "the call in flight across SIGTERM should complete OK: {rolled:?}\n{}",
+        agent.dump()
+    );
+    eprintln!(
+        "the held roll answered {rolled:?} {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+
+    // Its last call over, the agent exits long before the grace period ends.
+    drop(send);
+    tokio::task::block_in_place(|| {
+        agent.assert_clean_exit(EXIT_SLACK, "after SIGTERM and its last call")
+    });
+    assert!(signalled.elapsed() < grace, "{:?}", signalled.elapsed());
 }

@@ -49,6 +49,10 @@ pub struct Cell {
     /// CPU time the server process spent per RPC (warm-up included), µs:
     /// steadier than the rates on a machine shared with other work.
     pub cpu_us: f64,
+    /// Whether the run failed: `dicectl bench` exited non-zero or printed no
+    /// report, counted errors, or measured nothing. A failed cell is left out
+    /// of the medians, and every target that uses it is unmet.
+    pub failed: bool,
 }
 
 /// Runs `dicectl bench` against `node` (`HOST:PORT` for mTLS, `h2c://HOST:PORT`).
@@ -85,23 +89,43 @@ pub fn bench(
             .arg(certs.key);
     }
     let output = run_with_timeout(command, duration + warmup + Duration::from_secs(30));
-    let document: Value = serde_json::from_str(&output.stdout)
-        .unwrap_or_else(|error| panic!("dicectl bench printed no JSON ({error})\n{output}"));
+    let failed = |why: String| {
+        eprintln!("failed cell: {node} {}: {why}", shape.name);
+        Cell {
+            failed: true,
+            ..Cell::default()
+        }
+    };
+    let document: Value = match serde_json::from_str(&output.stdout) {
+        Ok(document) => document,
+        Err(error) => return failed(format!("dicectl bench printed no JSON ({error})\n{output}")),
+    };
     let summary = &document["summary"];
     let number = |value: &Value| value.as_f64().unwrap_or(0.0);
-    let cell = Cell {
+    let mut cell = Cell {
         rps: number(&summary["requests_per_sec"]),
         hps: number(&summary["handshakes_per_sec"]),
         p50: number(&summary["latency_us"]["p50"]),
         p99: number(&summary["latency_us"]["p99"]),
         errors: summary["errors"].as_u64().unwrap_or(0),
         cpu_us: 0.0,
+        failed: false,
     };
-    if cell.errors > 0 || cell.rps == 0.0 {
-        eprintln!(
-            "warning: {node} {}: {} errors: {}",
-            shape.name, cell.errors, summary["errors_by_status"]
-        );
+    let why = if output.code() != Some(0) {
+        Some(format!("dicectl bench exited with {:?}", output.code()))
+    } else if cell.errors > 0 {
+        Some(format!(
+            "{} errors: {}",
+            cell.errors, summary["errors_by_status"]
+        ))
+    } else if cell.rps == 0.0 || (shape.new_connection && cell.hps == 0.0) {
+        Some("no RPC (or no new connection) measured".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        eprintln!("failed cell: {node} {}: {why}", shape.name);
+        cell.failed = true;
     }
     cell
 }

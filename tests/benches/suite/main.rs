@@ -11,7 +11,9 @@
 //! times, interleaved (every cell of run 1, then of run 2, ...), and each
 //! comparison is the median of the per-run ratios to the reference measured
 //! right beside it. It prints the tables and rewrites the `## Performance
-//! suite` section of BENCHMARKS.md.
+//! suite` section of BENCHMARKS.md. A run whose `dicectl bench` failed or
+//! counted errors is a failed cell: it counts in no median, every target that
+//! uses it is unmet, and the suite exits 1 once the tables are out.
 //!
 //! `DICE_BENCH_RUNS` (default 5), `DICE_BENCH_SECS` (seconds per cell,
 //! default 3), `DICE_BENCH_IDLE` (idle connections, default 10000),
@@ -399,18 +401,33 @@ fn main() {
             .get(&(target, shape.name))
             .unwrap_or_else(|| panic!("no results for {target:?} {}", shape.name))
     };
+    // Failed cells count in no median and no ratio; a target that uses one is unmet.
     let metric_median = |target, shape, metric: fn(&Cell) -> f64| {
-        median(cells(target, shape).iter().map(metric).collect())
+        median(
+            cells(target, shape)
+                .iter()
+                .filter(|cell| !cell.failed)
+                .map(metric)
+                .collect(),
+        )
     };
     let ratio = |target, base, shape, metric: fn(&Cell) -> f64| {
         median(
             cells(target, shape)
                 .iter()
                 .zip(cells(base, shape))
+                .filter(|(a, b)| !a.failed && !b.failed)
                 .map(|(a, b)| metric(a) / metric(b))
                 .collect(),
         )
     };
+    let failed_runs = |target, shape| {
+        cells(target, shape)
+            .iter()
+            .filter(|cell| cell.failed)
+            .count()
+    };
+    let clean = |targets: &[Target], shape| targets.iter().all(|&t| failed_runs(t, shape) == 0);
     let rps = |cell: &Cell| cell.rps;
     let hps = |cell: &Cell| cell.hps;
     let p99 = |cell: &Cell| cell.p99;
@@ -427,7 +444,7 @@ fn main() {
             reference: format!("{} req/s", report::thousands(metric_median(base, MID, rps))),
             ratio: format!("{r:.2}"),
             target: format!(">= {floor:.2}"),
-            met: r >= floor,
+            met: r >= floor && clean(&[agent, base], MID),
         });
     };
     throughput(
@@ -453,7 +470,7 @@ fn main() {
             reference: report::micros(metric_median(base, MID, p99)),
             ratio: format!("{r:.2}"),
             target: "<= 1.20".to_owned(),
-            met: r <= 1.2,
+            met: r <= 1.2 && clean(&[agent, base], MID),
         });
     }
     for (what, agent, base, floor) in [
@@ -477,7 +494,7 @@ fn main() {
             reference: format!("{}/s", report::thousands(metric_median(base, NEW, hps))),
             ratio: format!("{:.2}", ratio(agent, base, NEW, hps)),
             target: format!(">= {}/s", report::thousands(floor)),
-            met: value >= floor,
+            met: value >= floor && clean(&[agent, base], NEW),
         });
     }
     for (what, on, off) in [
@@ -507,7 +524,7 @@ fn main() {
             ),
             ratio: format!("{r:.2}"),
             target: ">= 0.90".to_owned(),
-            met: r >= 0.90,
+            met: r >= 0.90 && clean(&[on, off, RefTls, RefH2c], MID),
         });
     }
     let idle_agent_kib = median(agent_idle);
@@ -550,15 +567,22 @@ fn main() {
         for &target in *list {
             let all = cells(target, *shape);
             let metric = if shape.new_connection { hps } else { rps };
-            let values: Vec<f64> = all.iter().map(metric).collect();
+            let values: Vec<f64> = (all.iter())
+                .filter(|cell| !cell.failed)
+                .map(metric)
+                .collect();
             rows.push(MatrixRow {
                 shape: shape.name.to_owned(),
                 server: target.label().to_owned(),
                 rate: median(values.clone()),
-                range: (
-                    values.iter().copied().fold(f64::INFINITY, f64::min),
-                    values.iter().copied().fold(0.0, f64::max),
-                ),
+                range: if values.is_empty() {
+                    (f64::NAN, f64::NAN)
+                } else {
+                    (
+                        values.iter().copied().fold(f64::INFINITY, f64::min),
+                        values.iter().copied().fold(0.0, f64::max),
+                    )
+                },
                 p50: metric_median(target, *shape, |cell| cell.p50),
                 p99: metric_median(target, *shape, p99),
                 cpu_us: metric_median(target, *shape, |cell| cell.cpu_us),
@@ -569,10 +593,12 @@ fn main() {
                     .reference()
                     .map(|base| ratio(target, base, *shape, metric)),
                 errors: all.iter().map(|cell| cell.errors).sum(),
+                failed_runs: failed_runs(target, *shape),
             });
         }
     }
 
+    let failed_cells: usize = rows.iter().map(|row| row.failed_runs).sum();
     let load_after = load_average();
     let date = time::OffsetDateTime::now_utc().date();
     let mut section = String::new();
@@ -584,7 +610,9 @@ fn main() {
          on the same cores. {runs} runs, each cell {}s after a {} ms warm-up, interleaved; values are \
          medians over the runs, and each ratio is the median of the per-run ratios to the server \
          measured right beside it in the same run (`dice-reference`: bare tonic from the same proto, \
-         TLS with client certificates verified, or h2c). ECDSA P-256 certificates unless marked RSA 2048 \
+         TLS with client certificates verified, or h2c). A run whose `dicectl bench` failed or counted \
+         errors is a failed cell: left out of the medians, and every target that uses it is unmet. \
+         ECDSA P-256 certificates unless marked RSA 2048 \
          (RSA leaf keys for both ends, P-256 CA). Agents log every RPC at `info` to a file unless marked \
          `log warn`; over the matrix the main agent used {agent_cpu:.1} s of CPU and wrote {:.0} MiB of log.\n",
         machine(),
@@ -609,5 +637,12 @@ fn main() {
             report::HEADING,
             path.display()
         );
+    }
+    if failed_cells > 0 {
+        eprintln!(
+            "bench: {failed_cells} cells failed (dicectl bench failed or counted errors; see \
+             `failed cell:` above): their targets are unmet"
+        );
+        std::process::exit(1);
     }
 }

@@ -44,14 +44,19 @@ pub struct MatrixRow {
     pub ratio: Option<f64>,
     /// Failed RPCs over all runs.
     pub errors: u64,
+    /// Runs whose cell failed (left out of the medians).
+    pub failed_runs: usize,
     /// Median server CPU per RPC, µs (behind nginx: the agent's alone).
     pub cpu_us: f64,
     /// Median of the per-run ratios of CPU per RPC to the reference's.
     pub cpu_ratio: Option<f64>,
 }
 
-/// `12,345`.
+/// `12,345`; `-` for no value (every run of the cell failed).
 pub fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".to_owned();
+    }
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -63,9 +68,11 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
-/// `812 µs`, `1.25 ms`.
+/// `812 µs`, `1.25 ms`; `-` for no value.
 pub fn micros(us: f64) -> String {
-    if us < 1000.0 {
+    if !us.is_finite() {
+        "-".to_owned()
+    } else if us < 1000.0 {
         format!("{us:.0} µs")
     } else {
         format!("{:.2} ms", us / 1000.0)
@@ -92,6 +99,13 @@ pub fn targets_table(rows: &[TargetRow]) -> String {
     out
 }
 
+/// `0.97`; `-` for none.
+fn ratio(value: Option<f64>) -> String {
+    value
+        .filter(|r| r.is_finite())
+        .map_or("-".to_owned(), |r| format!("{r:.2}"))
+}
+
 /// The matrix table.
 pub fn matrix_table(rows: &[MatrixRow]) -> String {
     let mut out = String::from(
@@ -100,7 +114,7 @@ pub fn matrix_table(rows: &[MatrixRow]) -> String {
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} to {} | {} | {} | {} | {:.0} µs | {} | {} |",
+            "| {} | {} | {} | {} to {} | {} | {} | {} | {} | {} | {} |",
             row.shape,
             row.server,
             thousands(row.rate),
@@ -108,10 +122,17 @@ pub fn matrix_table(rows: &[MatrixRow]) -> String {
             thousands(row.range.1),
             micros(row.p50),
             micros(row.p99),
-            row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
-            row.cpu_us,
-            row.cpu_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
-            row.errors
+            ratio(row.ratio),
+            if row.cpu_us.is_finite() {
+                format!("{:.0} µs", row.cpu_us)
+            } else {
+                "-".to_owned()
+            },
+            ratio(row.cpu_ratio),
+            match row.failed_runs {
+                0 => row.errors.to_string(),
+                failed => format!("**{} ({failed} failed runs)**", row.errors),
+            }
         );
     }
     out

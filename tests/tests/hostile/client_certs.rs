@@ -5,6 +5,7 @@ use dice_tests::abuse::Watch;
 use dice_tests::ca::{CaSigner, ClientSpec};
 use dice_tests::client::{handshake, roll_once};
 use dice_tests::{Agent, HandshakeStage, Identity, LeafSpec, Pki, TlsClient, fresh_pki};
+use rustls::AlertDescription;
 
 use super::{for_a_while, handshakes, hostile, mtls};
 
@@ -15,7 +16,7 @@ async fn refuse_repeatedly(
     agent: &Agent,
     pki: &Pki,
     bad: &TlsClient,
-    alerts: &[&str],
+    alerts: &[AlertDescription],
     outcome: &str,
     what: &str,
 ) {
@@ -29,8 +30,9 @@ async fn refuse_repeatedly(
             Err(error) => {
                 assert_ne!(error.stage, HandshakeStage::Connect, "{what}: {error}");
                 assert!(
-                    alerts.iter().any(|alert| error.message.contains(alert)),
-                    "{what}: refused with {error}, expected one of {alerts:?}"
+                    error.alert.is_some_and(|alert| alerts.contains(&alert)),
+                    "{what}: refused with {error} (alert {:?}), expected one of {alerts:?}",
+                    error.alert
                 );
             }
         }
@@ -47,7 +49,7 @@ async fn refuse_repeatedly(
     );
 }
 
-async fn refuse_leaf(spec: LeafSpec, alerts: &[&str], outcome: &str, what: &str) {
+async fn refuse_leaf(spec: LeafSpec, alerts: &[AlertDescription], outcome: &str, what: &str) {
     let (_dir, pki) = fresh_pki();
     let bad = pki.issue(&spec);
     let agent = Agent::spawn(&hostile(&pki));
@@ -67,7 +69,7 @@ async fn expired_client_certificate() {
     let spec = LeafSpec::client("expired").expired();
     refuse_leaf(
         spec,
-        &["CertificateExpired"],
+        &[AlertDescription::CertificateExpired],
         "expired",
         "expired client certificate",
     )
@@ -80,7 +82,7 @@ async fn not_yet_valid_client_certificate() {
     let what = "not-yet-valid client certificate";
     // rustls sends the same alert as for an expired certificate; the
     // handshakes metric has no outcome of its own for it.
-    refuse_leaf(spec, &["CertificateExpired"], "error", what).await;
+    refuse_leaf(spec, &[AlertDescription::CertificateExpired], "error", what).await;
 }
 
 #[tokio::test]
@@ -88,7 +90,13 @@ async fn server_auth_only_client_certificate() {
     // `LeafSpec::server` certificates carry serverAuth and no clientAuth.
     let spec = LeafSpec::server("server-as-client");
     let what = "serverAuth-only client certificate";
-    refuse_leaf(spec, &["UnsupportedCertificate"], "error", what).await;
+    refuse_leaf(
+        spec,
+        &[AlertDescription::UnsupportedCertificate],
+        "error",
+        what,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -100,7 +108,8 @@ async fn revoked_client_certificate() {
     let agent = Agent::spawn(&hostile(&pki).crl(&crl));
     let what = "revoked client certificate";
     let bad = pki.client_tls_as(&revoked);
-    refuse_repeatedly(&agent, &pki, &bad, &["CertificateRevoked"], "revoked", what).await;
+    let alerts = [AlertDescription::CertificateRevoked];
+    refuse_repeatedly(&agent, &pki, &bad, &alerts, "revoked", what).await;
 }
 
 #[tokio::test]
@@ -115,6 +124,10 @@ async fn client_certificate_signed_by_an_impostor_with_the_ca_name() {
     let agent = Agent::spawn(&hostile(&pki));
     let what = "client certificate signed by the right CA name but the wrong key";
     let bad = pki.client_tls_as(&forged);
-    let alerts = ["DecryptError", "UnknownCA", "BadCertificate"];
+    let alerts = [
+        AlertDescription::DecryptError,
+        AlertDescription::UnknownCA,
+        AlertDescription::BadCertificate,
+    ];
     refuse_repeatedly(&agent, &pki, &bad, &alerts, "unknown_ca", what).await;
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use dice_tests::client::handshake;
 use dice_tests::pki::{CLIENT_CN, SERVER_CN};
-use dice_tests::rotation::await_ok;
-use dice_tests::{Agent, AgentConfig, Client, Signal, fresh_pki};
+use dice_tests::rotation::{LiveTls, Replace, await_ok, await_serial};
+use dice_tests::{Agent, AgentConfig, Client, LeafSpec, Signal, fresh_pki};
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -51,6 +51,11 @@ fn only<'a>(lines: &'a [Map<String, Value>], message: &'a str) -> &'a Map<String
     }
 }
 
+/// A path as the agent logs it.
+fn path_text(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
 fn str_field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a str {
     line.get(key)
         .and_then(Value::as_str)
@@ -61,8 +66,13 @@ fn str_field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a str {
 // while the test thread blocks waiting for the agent to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_stable_field_names() {
-    let (_dir, pki) = fresh_pki();
-    let mut agent = Agent::spawn(&AgentConfig::standard(&pki).log_format("json"));
+    let (dir, pki) = fresh_pki();
+    let live = LiveTls::install(&dir.path().join("live"), pki.server(), &[pki.ca_cert()]);
+    let config = AgentConfig::standard(&pki)
+        .tls(live.tls_files())
+        .log_format("json")
+        .extra("[metrics]\naddress = \"127.0.0.1:0\"");
+    let mut agent = Agent::spawn(&config);
     let addr = agent.mtls_addr();
     let client = Client::mtls(addr, &pki.client_tls())
         .await
@@ -70,6 +80,10 @@ async fn json_logs_are_one_object_per_line_with_stable_field_names() {
     client.roll().await.expect("roll");
     let refused = handshake(addr, &pki.client_tls_without_cert()).await;
     assert!(refused.is_err(), "a client without a certificate got in");
+    // A certificate reload, seen by a fresh handshake.
+    let next = pki.issue(&LeafSpec::server("next"));
+    live.rotate(&next, Replace::Rename);
+    await_serial(addr, &pki.client_tls(), next.serial()).await;
     // The RPC line is written once the response is sent; the refusal once the alert is.
     await_ok(SETTLE_TIMEOUT, "the rpc and handshake lines", async || {
         let logs = agent.logs();
@@ -130,11 +144,27 @@ async fn json_logs_are_one_object_per_line_with_stable_field_names() {
     assert_eq!(str_field(certificate, "serial"), pki.server().serial());
     assert!(str_field(certificate, "subject").contains(SERVER_CN));
     assert!(timestamp.is_match(str_field(certificate, "not_after")));
-    assert_eq!(
-        str_field(certificate, "cert"),
-        pki.server().cert.display().to_string()
-    );
+    assert_eq!(str_field(certificate, "cert"), path_text(&live.cert));
     only(&lines, "ready");
+
+    let metrics = only(&lines, "serving metrics at /metrics");
+    let metrics_addr: SocketAddr = str_field(metrics, "address")
+        .parse()
+        .expect("the metrics address is an address");
+    assert_eq!(Some(metrics_addr), agent.metrics_addr(), "{metrics:?}");
+
+    let reloaded = with_message(&lines, "certificate reloaded")
+        .last()
+        .unwrap_or_else(|| panic!("no `certificate reloaded` line\n{}", agent.dump()));
+    assert_eq!(str_field(reloaded, "cert"), path_text(&live.cert));
+    assert_eq!(str_field(reloaded, "key"), path_text(&live.key));
+    assert_eq!(str_field(reloaded, "client_ca"), path_text(&live.client_ca));
+    assert_eq!(str_field(reloaded, "new_serial"), next.serial());
+    assert_eq!(str_field(reloaded, "old_serial"), pki.server().serial());
+    assert!(
+        timestamp.is_match(str_field(reloaded, "not_after")),
+        "{reloaded:?}"
+    );
 
     // The per-RPC line: event fields flattened into the object; dotted field
     // names (`client.subject`) stay single keys, not nested objects.
@@ -148,6 +178,12 @@ async fn json_logs_are_one_object_per_line_with_stable_field_names() {
     assert!(rpc.get("duration_us").is_some_and(Value::is_u64), "{rpc:?}");
     let peer: SocketAddr = str_field(rpc, "peer").parse().expect("peer is an address");
     assert!(peer.ip().is_loopback());
+    // The client dialled `http://ADDR` (its TLS connector speaks TLS).
+    assert_eq!(str_field(rpc, "authority"), addr.to_string(), "{rpc:?}");
+    assert!(
+        str_field(rpc, "user_agent").starts_with("tonic/"),
+        "{rpc:?}"
+    );
     assert_eq!(str_field(rpc, "listener"), "mtls");
     assert_eq!(
         str_field(rpc, "client.subject"),

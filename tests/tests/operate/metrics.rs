@@ -1,19 +1,24 @@
 //! The Prometheus `/metrics` endpoint, read with the strict OpenMetrics
 //! parser ([`dice_tests::metrics`]), and its public-address guard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 
 use dice_agent::metrics::HANDSHAKE_OUTCOMES;
+use dice_tests::abuse::{h2_connect, raw_call};
 use dice_tests::client::handshake;
+use dice_tests::h2raw::grpc_message;
 use dice_tests::metrics::{Exposition, Kind, http_get, scrape};
 use dice_tests::pki::SERVER_CN;
 use dice_tests::process::check_config;
 use dice_tests::rotation::{LiveTls, Replace, await_ok, await_serial, replace};
 use dice_tests::{
-    Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Pki, TlsClient, run_agent, tempdir,
+    Agent, AgentConfig, Client, LeafSpec, ListenerConfig, Pki, TlsClient, fresh_pki, run_agent,
+    tempdir,
 };
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
 use super::{ROLL_DIE, SETTLE_TIMEOUT, VERSION, version_line};
 
@@ -284,4 +289,91 @@ fn a_public_metrics_address_needs_allow_public() {
         .to_toml();
     std::fs::write(&path, allowed).expect("write the config");
     check_config(&path).assert_success();
+}
+
+/// Every series in `exposition`: each sample's name and labels.
+fn series(exposition: &Exposition) -> BTreeSet<String> {
+    exposition
+        .families
+        .iter()
+        .flat_map(|family| &family.samples)
+        .map(|sample| format!("{}{:?}", sample.name, sample.labels))
+        .collect()
+}
+
+/// The RPCs counted as `Unimplemented`, whatever their `method` label.
+fn unimplemented(exposition: &Exposition) -> f64 {
+    exposition
+        .samples("dice_rpcs_total")
+        .filter(|sample| sample.label("code") == Some("Unimplemented"))
+        .map(|sample| sample.value)
+        .sum()
+}
+
+/// Calls each of `paths` on one HTTP/2 connection to `addr`, 100 at a time,
+/// and checks each is answered UNIMPLEMENTED.
+async fn call_unknown(addr: SocketAddr, paths: Vec<String>) {
+    let tcp = TcpStream::connect(addr).await.expect("connect to h2c");
+    let send = h2_connect(tcp).await.expect("HTTP/2");
+    for batch in paths.chunks(100) {
+        let mut calls = JoinSet::new();
+        for path in batch {
+            let (send, path) = (send.clone(), path.clone());
+            calls.spawn(async move {
+                let reply = raw_call(&send, &path, grpc_message(&[]), true).await;
+                (path, reply.map(|reply| reply.grpc_status))
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            let (path, status) = joined.expect("call task");
+            assert_eq!(status, Ok(Some(12)), "{path} should be UNIMPLEMENTED");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unknown_methods_add_no_metric_series() {
+    let (_dir, pki) = fresh_pki();
+    let agent = Agent::spawn(&AgentConfig::standard(&pki).extra(METRICS_TOML));
+    let metrics = agent.metrics_addr().expect("metrics are configured");
+    let h2c = agent.addr("h2c");
+    // The first unknown call creates the `other` series.
+    call_unknown(h2c, vec!["/first.Unknown/Call".to_owned()]).await;
+    let before = scrape_until(&agent, metrics, "the first unknown call counted", |e| {
+        unimplemented(e) == 1.0
+    })
+    .await;
+
+    // Unknown services, and unknown methods of a known one.
+    let paths = (0..1_000)
+        .map(|i| match i % 2 {
+            0 => format!("/unknown{i}.Service{i}/Method{i}"),
+            _ => format!("/api.DiceService/NoSuchMethod{i}"),
+        })
+        .collect();
+    call_unknown(h2c, paths).await;
+    let after = scrape_until(&agent, metrics, "1,001 unknown calls counted", |e| {
+        unimplemented(e) == 1_001.0
+    })
+    .await;
+
+    assert_eq!(
+        after.value(
+            "dice_rpcs_total",
+            &[("method", "other"), ("code", "Unimplemented")]
+        ),
+        Some(1_001.0),
+        "every unknown call counts as method=\"other\""
+    );
+    let (before, after) = (series(&before), series(&after));
+    let added: Vec<&String> = after.difference(&before).collect();
+    assert!(
+        added.is_empty(),
+        "1,000 unknown paths added {} series: {added:#?}",
+        added.len()
+    );
+    eprintln!(
+        "{} series before and after 1,000 unknown paths",
+        before.len()
+    );
 }

@@ -23,22 +23,32 @@ fn both_binaries_print_their_version_and_git_commit() {
         assert_eq!(long.stdout, short.stdout, "{binary}: -V and --version");
         let (version, commit) = version_line(binary, &long);
         assert_eq!(version, VERSION, "{binary}");
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(workspace_root())
+                .args(args)
+                .output()
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "{binary} reports commit {commit}, and checking it needs git: {error} \
+                         (apt-get install git)"
+                    )
+                })
+        };
         if commit == "unknown" {
-            // Built outside a git checkout (from a source tarball).
+            // Right only for a build outside a git checkout (a source tarball).
+            let inside = git(&["rev-parse", "--is-inside-work-tree"]);
+            assert_ne!(
+                String::from_utf8_lossy(&inside.stdout).trim(),
+                "true",
+                "{binary} reports commit unknown but was built in a git checkout: its build \
+                 could not run git (apt-get install git, then cargo build --workspace --bins)"
+            );
             continue;
         }
         // The binary may predate HEAD, but its commit must exist in this repository.
-        let git = Command::new("git")
-            .arg("-C")
-            .arg(workspace_root())
-            .args(["cat-file", "-t", &commit])
-            .output()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "{binary} reports commit {commit}, and checking it needs git: {error} \
-                     (apt-get install git)"
-                )
-            });
+        let git = git(&["cat-file", "-t", &commit]);
         assert_eq!(
             String::from_utf8_lossy(&git.stdout).trim(),
             "commit",
