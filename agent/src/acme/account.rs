@@ -9,7 +9,7 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, Key, NewAcco
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::client::Https;
-use crate::config::AcmeConfig;
+use crate::config::{AcmeConfig, FileRef};
 
 /// Mode of the account key file.
 const KEY_MODE: u32 = 0o600;
@@ -22,19 +22,35 @@ pub async fn open(config: &AcmeConfig, http: &Https) -> Result<Account, String> 
     match std::fs::read(&file.path) {
         Ok(pem) => {
             let key = parse_key(&file.path, &pem).map_err(|e| format!("{}: {e}", file.locate()))?;
-            let key_der = PrivateKeyDer::Pkcs8(key.clone_key());
-            let signer = Key::from_pkcs8_der(key)
-                .map_err(|e| format!("{}: not an ECDSA P-256 account key: {e}", file.locate()))?;
-            let (account, _) = Account::builder_with_http(Box::new(http.clone()))
-                .from_key((signer, key_der), config.directory.clone())
-                .await
-                .map_err(|e| {
+            let key_der = PrivateKeyDer::Pkcs8(key);
+            let signer = signing_key(&key_der, file)?;
+            let found = Account::builder_with_http(Box::new(http.clone()))
+                .from_key((signer, key_der.clone_key()), config.directory.clone())
+                .await;
+            let (account, _) = match found {
+                Err(instant_acme::Error::Api(problem)) if is_account_missing(&problem) => {
+                    // The CA forgot the account (a fresh CA database): register the key again.
+                    let signer = signing_key(&key_der, file)?;
+                    let registered = Account::builder_with_http(Box::new(http.clone()))
+                        .create_from_key((signer, key_der), config.directory.clone())
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "{}: the ACME server has no account for this key and refused a new one: {e}",
+                                file.locate()
+                            )
+                        })?;
+                    tracing::info!(target: super::TARGET, account = registered.0.id(), key = %file.path.display(), "registered the account key again: the ACME server did not know it");
+                    registered
+                }
+                found => found.map_err(|e| {
                     format!(
-                        "{}: no account for this key at {}: {e} (remove the file to register a new account)",
+                        "{}: cannot find the account at {}: {e}",
                         file.locate(),
                         config.directory
                     )
-                })?;
+                })?,
+            };
             Ok(account)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => register(config, http).await,
@@ -98,3 +114,19 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivatePkcs8KeyDer<'static>, Str
         _ => Err("the account key is not PKCS#8 (\"BEGIN PRIVATE KEY\")".to_owned()),
     }
 }
+
+fn signing_key(key: &PrivateKeyDer<'static>, file: &FileRef) -> Result<Key, String> {
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        return Err(format!("{}: the account key is not PKCS#8", file.locate()));
+    };
+    Key::from_pkcs8_der(pkcs8.clone_key())
+        .map_err(|e| format!("{}: not an ECDSA P-256 account key: {e}", file.locate()))
+}
+
+/// Whether the ACME server says the account does not exist.
+pub fn is_account_missing(problem: &instant_acme::Problem) -> bool {
+    problem.r#type.as_deref() == Some(ACCOUNT_DOES_NOT_EXIST)
+}
+
+/// The problem type of an unknown account (RFC 8555 section 6.7).
+pub const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";

@@ -176,7 +176,15 @@ impl Acme {
                 account
             }
         };
-        issue::issue(&self.config, &account, &self.challenges).await
+        let issued = issue::issue(&self.config, &account, &self.challenges).await;
+        if issued
+            .as_ref()
+            .is_err_and(|e| e.contains(account::ACCOUNT_DOES_NOT_EXIST))
+        {
+            // Looked up (or registered) again on the next attempt.
+            self.account = None;
+        }
+        issued
     }
 
     /// Renews the certificate of `profiles` (every profile serving
