@@ -84,6 +84,10 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
         );
     }
     if let Some(acme) = &config.acme {
+        let errors = crate::acme::check_files(acme);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         describe_acme(&mut out, acme);
     }
     let _ = writeln!(
@@ -147,7 +151,7 @@ fn describe_acme(out: &mut String, acme: &AcmeConfig) {
         "they exist: renewed when due".to_owned()
     } else {
         format!(
-            "missing: obtained before serving (or exit 1 after {:?})",
+            "missing now: obtained before the agent serves, or it exits 1 after {:?}",
             crate::acme::FIRST_ISSUANCE_TIMEOUT
         )
     };

@@ -347,3 +347,41 @@ async fn the_admin_api_refuses_to_install_over_acme() {
         assert!(status.message().contains("[acme]"), "{status:?}");
     }
 }
+
+#[test]
+fn check_says_what_acme_would_do_with_no_certificate_yet() {
+    let (dir, pki) = fresh_pki();
+    let config = dice_tests::AgentConfig::new("acme-check")
+        .tls(dice_tests::TlsFiles {
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node-key.pem"),
+            client_ca: pki.ca_cert().to_owned(),
+        })
+        .listener(dice_tests::ListenerConfig::mtls("public").address("127.0.0.1:8443"))
+        .extra(
+            r#"[acme]
+directory = "https://ca.internal:9000/acme/acme/directory"
+identifiers = ["node-1.dice.internal", "10.0.0.7"]
+challenge = "tls-alpn-01"
+tls_alpn_listener = "public"
+account_key = "account.pem"
+key_type = "ecdsa-p384"
+"#,
+        );
+    let path = dir.path().join("node.toml");
+    config.write(&path);
+    let output = dice_tests::process::check_config(&path);
+    output.assert_success();
+    for needle in [
+        "acme directory https://ca.internal:9000/acme/acme/directory",
+        "identifiers node-1.dice.internal, 10.0.0.7",
+        "challenge tls-alpn-01, answered by listener public (127.0.0.1:8443)",
+        "ca the system roots",
+        "(missing: an account is registered at the first start)",
+        "writes a ecdsa-p384 key and its certificate",
+        "missing now: obtained before the agent serves, or it exits 1 after",
+        "renews with 1/3 of the lifetime left",
+    ] {
+        output.assert_stdout_contains(needle);
+    }
+}

@@ -61,16 +61,12 @@ pub async fn open(config: &AcmeConfig, http: &Https) -> Result<Account, String> 
 async fn register(config: &AcmeConfig, http: &Https) -> Result<Account, String> {
     let eab = match &config.eab {
         Some(eab) => {
-            let text = std::fs::read_to_string(&eab.hmac_key_file.path)
-                .map_err(|e| format!("{}: cannot read: {e}", eab.hmac_key_file.locate()))?;
-            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(text.trim().trim_end_matches('='))
-                .map_err(|e| {
-                    format!(
-                        "{}: not a base64url MAC key: {e} (write the key exactly as the CA gave it)",
-                        eab.hmac_key_file.locate()
-                    )
-                })?;
+            let key = read_mac_key(&eab.hmac_key_file).map_err(|e| {
+                format!(
+                    "{}: {e} (write the key exactly as the CA gave it)",
+                    eab.hmac_key_file.locate()
+                )
+            })?;
             Some(ExternalAccountKey::new(eab.kid.clone(), &key))
         }
         None => None,
@@ -130,3 +126,17 @@ pub fn is_account_missing(problem: &instant_acme::Problem) -> bool {
 
 /// The problem type of an unknown account (RFC 8555 section 6.7).
 pub const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
+/// The external account binding's MAC key from `file` (base64url, as CAs hand it out).
+pub fn read_mac_key(file: &FileRef) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(&file.path).map_err(|e| format!("cannot read: {e}"))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim().trim_end_matches('='))
+        .map_err(|e| format!("not a base64url MAC key: {e}"))
+}
+
+/// Checks that `pem`, read from `file`, is a usable account key.
+pub fn check_key(file: &FileRef, pem: &[u8]) -> Result<(), String> {
+    let key = parse_key(&file.path, pem)?;
+    signing_key(&PrivateKeyDer::Pkcs8(key), file).map(|_| ())
+}

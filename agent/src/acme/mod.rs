@@ -289,6 +289,47 @@ fn acme_files(config: &Config, acme: &AcmeConfig) -> Option<TlsFiles> {
         })
 }
 
+/// Checks the files `[acme]` reads (for `--check`): the `ca` bundle, the
+/// account key if it exists, the external account binding's MAC key.
+pub fn check_files(acme: &AcmeConfig) -> Vec<crate::tls::TlsError> {
+    let mut errors = Vec::new();
+    let mut fail = |file: &crate::config::FileRef, message: String, hint: &'static str| {
+        errors.push(crate::tls::TlsError {
+            file: file.clone(),
+            message,
+            hint,
+        });
+    };
+    if let Some(ca) = &acme.ca
+        && let Err(error) = dice_proto::pem::load_certs(&ca.path)
+    {
+        fail(
+            ca,
+            error.to_string(),
+            "point it at the PEM bundle of the CA that signs the ACME server's HTTPS certificate",
+        );
+    }
+    if let Ok(pem) = std::fs::read(&acme.account_key.path)
+        && let Err(error) = account::check_key(&acme.account_key, &pem)
+    {
+        fail(
+            &acme.account_key,
+            error,
+            "remove it to register a new account, or restore the account's key",
+        );
+    }
+    if let Some(eab) = &acme.eab
+        && let Err(error) = account::read_mac_key(&eab.hmac_key_file)
+    {
+        fail(
+            &eab.hmac_key_file,
+            error,
+            "write the MAC key exactly as the CA gave it, in base64url",
+        );
+    }
+    errors
+}
+
 /// Whether `profile` serves the files `[acme]` writes.
 pub(crate) fn manages(acme: &AcmeConfig, profile: &TlsProfile) -> bool {
     profile.files.cert == acme.cert && profile.files.key == acme.key
