@@ -249,6 +249,8 @@ pub struct AcmeNode {
     pub listener: crate::ListenerConfig,
     /// `tls.client_ca`: `pki`'s CA.
     pub client_ca: PathBuf,
+    /// More `[tls]` lines (`expiry_warning = "45s"`).
+    pub tls: Vec<String>,
 }
 
 impl AcmeNode {
@@ -283,6 +285,7 @@ impl AcmeNode {
             acme: Vec::new(),
             listener: crate::ListenerConfig::mtls("mtls"),
             client_ca: pki.ca_cert().to_owned(),
+            tls: Vec::new(),
         };
         let account_key = format!("{:?}", node.account_key.display().to_string());
         node.key_value("directory", &format!("{:?}", pebble.directory()))
@@ -303,14 +306,23 @@ impl AcmeNode {
         self
     }
 
+    /// Adds `KEY = VALUE` to `[tls]`, `value` as raw TOML.
+    pub fn tls_key_value(mut self, key: &str, value: &str) -> AcmeNode {
+        self.tls.push(format!("{key} = {value}"));
+        self
+    }
+
     /// The agent config: node `acme-node`, `[tls]`, the listener, `[metrics]`, `[acme]`.
     pub fn config(&self) -> crate::AgentConfig {
+        let path = |path: &Path| format!("{:?}", path.display().to_string());
         crate::AgentConfig::new("acme-node")
-            .tls(crate::TlsFiles {
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                client_ca: self.client_ca.clone(),
-            })
+            .extra(&format!(
+                "[tls]\ncert = {}\nkey = {}\nclient_ca = {}\n{}\n",
+                path(&self.cert),
+                path(&self.key),
+                path(&self.client_ca),
+                self.tls.join("\n")
+            ))
             .listener(self.listener.clone())
             .extra("[metrics]\naddress = \"127.0.0.1:0\"\n")
             .extra(&format!("[acme]\n{}\n", self.acme.join("\n")))

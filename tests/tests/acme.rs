@@ -142,7 +142,10 @@ async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
     // 60 s certificates renewed with 5/6 left: the first renewal is due
     // after 10 s, with 50 s of validity left to retry in.
     let mut pebble = Pebble::start(dir.path(), &pki, PebbleOptions::new(60));
-    let node = AcmeNode::http01(dir.path(), &pki, &pebble).key_value("renew_before", "\"5/6\"");
+    // Failures are warnings while more than 48 s are left, errors after.
+    let node = AcmeNode::http01(dir.path(), &pki, &pebble)
+        .key_value("renew_before", "\"5/6\"")
+        .tls_key_value("expiry_warning", "\"48s\"");
     let agent = Agent::spawn(&node.config());
     let roots = dir.path().join("roots.pem");
     let tls = pebble.trusting_client(&roots, &pki).await;
@@ -154,7 +157,7 @@ async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
     let backing_off = poll_until_async(Duration::from_secs(40), || async {
         acme_status(&agent, &tls)
             .await
-            .is_ok_and(|status| status.failures >= 2)
+            .is_ok_and(|status| status.failures >= 4)
     })
     .await;
     let seen = acme_status(&agent, &tls).await.expect("info");
@@ -195,10 +198,14 @@ async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
     ]));
     assert!(health.stdout.contains("\"acme\""), "{health}");
     assert!(health.stdout.contains("cannot connect"), "{health}");
+    let logs = agent.logs();
     assert!(
-        agent
-            .logs()
-            .contains("cannot renew the certificate from the ACME server"),
+        logs.contains("WARN dice_agent::acme: cannot renew the certificate from the ACME server; still serving the current one"),
+        "{}",
+        agent.dump()
+    );
+    assert!(
+        logs.contains("ERROR dice_agent::acme: cannot renew the certificate from the ACME server, and it expires soon"),
         "{}",
         agent.dump()
     );
