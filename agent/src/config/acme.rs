@@ -459,6 +459,135 @@ impl Validator<'_, '_> {
 mod tests {
     use super::*;
 
+    const BASE: &str = r#"
+[node]
+name = "node-1"
+
+[tls]
+cert = "node.pem"
+key = "node-key.pem"
+client_ca = "ca.pem"
+
+[[listeners]]
+name = "public"
+address = "0.0.0.0:443"
+mode = "mtls"
+
+[[listeners]]
+name = "local"
+address = "127.0.0.1:0"
+mode = "h2c"
+"#;
+
+    fn parse(acme: &str) -> Result<crate::config::Config, String> {
+        let source = format!("{BASE}\n[acme]\n{acme}\n");
+        crate::config::parse(Path::new("/etc/dice/node.toml"), &source).map_err(|errors| {
+            errors
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    const MINIMAL: &str = r#"directory = "https://ca.internal/acme/acme/directory"
+identifiers = ["node-1.dice.internal", "10.0.0.7"]
+http_address = "0.0.0.0:80"
+account_key = "acme-account.pem""#;
+
+    #[test]
+    fn a_minimal_section_gets_the_defaults() {
+        let config = parse(MINIMAL).expect("valid");
+        let acme = config.acme.expect("[acme]");
+        assert_eq!(acme.renew_before, DEFAULT_RENEW_BEFORE);
+        assert_eq!(acme.key_type, KeyType::EcdsaP256);
+        assert_eq!(acme.challenge.as_str(), "http-01");
+        assert_eq!(
+            acme.identifiers,
+            [
+                Identifier::Dns("node-1.dice.internal".into()),
+                Identifier::Ip("10.0.0.7".parse().expect("literal"))
+            ]
+        );
+        assert_eq!(
+            acme.account_key.path,
+            Path::new("/etc/dice/acme-account.pem")
+        );
+        assert_eq!(acme.cert.path, Path::new("/etc/dice/node.pem"));
+        assert!(acme.ca.is_none() && acme.eab.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let cases = [
+            (
+                "directory = \"http://ca\"",
+                "acme.directory: not an https URL",
+            ),
+            (
+                "challenge = \"dns-01\"",
+                "acme.challenge: unknown challenge \"dns-01\"",
+            ),
+            (
+                "key_type = \"dsa\"",
+                "acme.key_type: unknown key type \"dsa\"",
+            ),
+            ("renew_before = \"1/1\"", "acme.renew_before"),
+            (
+                "eab_kid = \"k\"",
+                "acme.eab_hmac_key_file: missing: eab_kid needs it",
+            ),
+            ("contact = [\"ops@example.com\"]", "acme.contact: not a URL"),
+            (
+                "tls_alpn_listener = \"public\"",
+                "acme.tls_alpn_listener: applies to challenge = \"tls-alpn-01\" only",
+            ),
+        ];
+        for (line, expected) in cases {
+            let key = line.split(' ').next().unwrap_or_default();
+            let rest: Vec<&str> = MINIMAL
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key} ")))
+                .collect();
+            let error = parse(&format!("{}\n{line}", rest.join("\n"))).expect_err(line);
+            assert!(error.contains(expected), "{line}: {error}");
+            assert!(error.contains("line "), "{line}: {error}");
+        }
+        let error = parse("identifiers = []").expect_err("empty");
+        for key in [
+            "acme.directory",
+            "acme.identifiers",
+            "acme.http_address",
+            "acme.account_key",
+        ] {
+            assert!(error.contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn tls_alpn_01_needs_a_fixed_port_mtls_listener() {
+        let alpn = |listener: &str| {
+            parse(&format!(
+                "{}\nchallenge = \"tls-alpn-01\"\ntls_alpn_listener = \"{listener}\"",
+                MINIMAL.replace("http_address = \"0.0.0.0:80\"", "")
+            ))
+        };
+        let config = alpn("public").expect("valid");
+        assert_eq!(
+            config.acme.expect("[acme]").challenge,
+            Challenge::TlsAlpn01 {
+                listener: "public".into(),
+                address: "0.0.0.0:443".parse().expect("literal")
+            }
+        );
+        let error = alpn("local").expect_err("h2c");
+        assert!(
+            error.contains("must be an mtls listener on a fixed port"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn fractions() {
         assert_eq!(Fraction::parse("1/3"), Ok(Fraction { num: 1, den: 3 }));
