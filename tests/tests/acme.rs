@@ -139,20 +139,21 @@ async fn acme_status(agent: &Agent, tls: &TlsClient) -> Result<AcmeStatus, Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
     let (dir, pki) = fresh_pki();
-    // 60 s certificates renewed with 5/6 left: the first renewal is due
-    // after 10 s, with 50 s of validity left to retry in.
+    // 60 s certificates renewed with 59/60 left: the first renewal is due
+    // after a second, with the rest of the minute left to retry in.
     let mut pebble = Pebble::start(dir.path(), &pki, PebbleOptions::new(60));
-    // Failures are warnings while more than 48 s are left, errors after.
+    // Failures are warnings while more than 55 s are left, errors after.
     let node = AcmeNode::http01(dir.path(), &pki, &pebble)
-        .key_value("renew_before", "\"5/6\"")
-        .tls_key_value("expiry_warning", "\"48s\"");
+        .key_value("renew_before", "\"59/60\"")
+        .tls_key_value("expiry_warning", "\"55s\"");
     let agent = Agent::spawn(&node.config());
     let roots = dir.path().join("roots.pem");
     let tls = pebble.trusting_client(&roots, &pki).await;
+    pebble.stop();
+    // (It may have renewed once before pebble stopped.)
     let first = served_serial(&agent, &tls)
         .await
         .expect("serves the ACME certificate");
-    pebble.stop();
 
     let backing_off = poll_until_async(Duration::from_secs(40), || async {
         acme_status(&agent, &tls)
@@ -216,6 +217,12 @@ async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
     wait_renewal(&agent, &tls, &first).await;
     let status = acme_status(&agent, &tls).await.expect("info");
     assert_eq!(status.failures, 0, "{status:?}");
+    // The restarted pebble forgot the account: the same key registered again.
+    assert!(
+        agent.logs().contains("registered the account key again"),
+        "{}",
+        agent.dump()
+    );
     assert!(
         status.last_error.is_empty() && !status.last_success.is_empty(),
         "{status:?}"

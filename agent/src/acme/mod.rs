@@ -165,8 +165,20 @@ impl Acme {
         }))
     }
 
-    /// One attempt: the account (opened once), then an order.
+    /// One attempt: the account (opened once), then an order; once more
+    /// at once with the account looked up again if the CA no longer knows it.
     async fn attempt(&mut self) -> Result<Issued, String> {
+        let cached = self.account.is_some();
+        match self.attempt_once().await {
+            Err(error) if cached && self.account.is_none() => {
+                info!(target: TARGET, %error, "the ACME server no longer knows the account: looking it up again");
+                self.attempt_once().await
+            }
+            result => result,
+        }
+    }
+
+    async fn attempt_once(&mut self) -> Result<Issued, String> {
         let account = match &self.account {
             Some(account) => account.clone(),
             None => {

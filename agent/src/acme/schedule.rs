@@ -1,6 +1,8 @@
 //! When to renew: once `renew_before` of the lifetime is left, minus a random
 //! share of up to a tenth of that window (so a fleet issued at once does not
-//! renew at once), and after a failure with capped exponential backoff.
+//! renew at once), and after a failure with capped exponential backoff. The
+//! jitter never reaches back past halfway to the start of the window, so even
+//! a `renew_before` close to 1 leaves time between two renewals.
 
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ pub fn renew_at(not_before: i64, not_after: i64, renew_before: Fraction, jitter:
     let lifetime = (not_after - not_before).max(0);
     let window = renew_before.of(lifetime);
     // A tenth of the window at most: with "1/3" of 24 h, up to 48 min earlier.
-    let spread = (window as f64 / 10.0 * jitter.clamp(0.0, 1.0)) as i64;
+    let most = (window / 10).min((lifetime - window) / 2);
+    let spread = (most as f64 * jitter.clamp(0.0, 1.0)) as i64;
     not_after - window - spread
 }
 
@@ -38,6 +41,10 @@ mod tests {
         assert_eq!(renew_at(0, 86_400, third, 0.0), 57_600);
         assert_eq!(renew_at(0, 86_400, third, 0.999), 57_600 - 2_877);
         assert_eq!(renew_at(100, 100, third, 0.5), 100);
+        // Renewing with 59/60 of a minute left: never before the issuance.
+        let late = Fraction { num: 59, den: 60 };
+        assert_eq!(renew_at(0, 60, late, 0.0), 1);
+        assert!(renew_at(0, 60, late, 0.999) >= 0);
     }
 
     #[test]
