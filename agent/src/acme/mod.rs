@@ -210,7 +210,6 @@ impl Acme {
         let expiry_warning = first.files.expiry_warning;
         let mut installs = first.subscribe();
         let mut failures: u32 = 0;
-        let mut last_error = String::new();
         loop {
             let material = first.material();
             let leaf = &material.leaf;
@@ -248,10 +247,9 @@ impl Acme {
             match installed {
                 Ok(serial) => {
                     failures = 0;
-                    last_error.clear();
                     status::succeeded(now);
                     count("ok");
-                    info!(target: TARGET, old_serial = %first.material().leaf.serial, new_serial = %serial, "certificate renewed from the ACME server");
+                    info!(target: TARGET, old_serial = %material.leaf.serial, new_serial = %serial, "certificate renewed from the ACME server");
                     // Our own install: no need to wake on it.
                     installs.borrow_and_update();
                 }
@@ -267,11 +265,9 @@ impl Acme {
                     } else {
                         warn!(target: TARGET, error = %message, failures, retry_in = ?retry, "cannot renew the certificate from the ACME server; still serving the current one");
                     }
-                    last_error = message;
                 }
             }
         }
-        let _ = last_error;
         if let Some(task) = http01 {
             let _ = task.await;
         }
