@@ -94,6 +94,10 @@ async fn http01_first_issuance_then_renewals_under_rolls() {
         ok >= 3.0,
         "dice_acme_renewals_total{{outcome=\"ok\"}} = {ok}"
     );
+    assert_eq!(
+        metrics.value("dice_acme_renewals_total", &[("outcome", "failed")]),
+        Some(0.0)
+    );
     let next = metrics
         .value("dice_acme_next_renewal_timestamp_seconds", &[])
         .unwrap_or_default();

@@ -16,8 +16,15 @@ fn update(change: impl FnOnce(&mut AcmeStatus)) {
     }
 }
 
-/// Starts reporting for `config`.
+/// Starts reporting for `config`; the renewal counters start at 0.
 pub fn init(config: &AcmeConfig) {
+    for outcome in ["ok", "failed"] {
+        drop(
+            crate::metrics::metrics()
+                .acme_renewals
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome }),
+        );
+    }
     let _ = STATUS.set(Mutex::new(AcmeStatus {
         directory: config.directory.clone(),
         challenge: config.challenge.as_str().to_owned(),
