@@ -282,6 +282,19 @@ impl Validator<'_, '_> {
                 (None, None)
             }
         };
+        if let Some(cert) = &cert
+            && !listeners
+                .iter()
+                .any(|l| matches!(&l.mode, Mode::Mtls(files) if files.cert == *cert))
+        {
+            self.report.error(
+                at,
+                "acme",
+                "no mtls listener serves tls.cert, where [acme] writes the certificate",
+                Some("add an mtls listener that uses [tls] (no cert of its own), or remove [acme]"),
+            );
+            ok = false;
+        }
         if ok {
             Some(AcmeConfig {
                 directory: directory?,
@@ -596,5 +609,23 @@ account_key = "acme-account.pem""#;
             assert!(Fraction::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Fraction { num: 1, den: 3 }.of(86_400), 28_800);
+    }
+
+    #[test]
+    fn some_mtls_listener_must_serve_what_acme_writes() {
+        let source = BASE.replace(
+            "address = \"0.0.0.0:443\"",
+            "address = \"0.0.0.0:443\"\ntls = { cert = \"other.pem\", key = \"other-key.pem\" }",
+        );
+        let source = format!("{source}\n[acme]\n{MINIMAL}\n");
+        let errors = crate::config::parse(Path::new("/etc/dice/node.toml"), &source)
+            .expect_err("nothing serves tls.cert");
+        assert!(
+            errors.0[0]
+                .to_string()
+                .contains("no mtls listener serves tls.cert"),
+            "{}",
+            errors.0[0]
+        );
     }
 }
