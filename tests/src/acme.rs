@@ -21,6 +21,9 @@ use crate::pki::Pki;
 use crate::service::{Service, Started, free_port};
 use crate::tls::TlsClient;
 
+/// How many times [`Pebble::start`] picks fresh ports for itself.
+const PORT_TRIES: usize = 3;
+
 /// What provides pebble.
 pub const INSTALL_PEBBLE: &str = "apt-get install pebble";
 
@@ -88,19 +91,46 @@ pub struct Pebble {
 
 impl Pebble {
     /// Starts pebble with `options`, its HTTPS certificate from `pki`, its files in `dir`.
+    /// Its own two ports are picked free; if another process takes one first,
+    /// it starts again on fresh ones.
     pub fn start(dir: &Path, pki: &Pki, options: PebbleOptions) -> Pebble {
-        let command = pebble_bin();
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut pebble = Pebble {
+            service: None,
+            command: pebble_bin(),
+            config: dir.join("pebble.json"),
+            dir: dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            management: SocketAddr::from(([127, 0, 0, 1], 0)),
+            options,
+            https_ca: pki.ca_cert().to_owned(),
+            starts: 0,
+        };
+        for _ in 0..PORT_TRIES {
+            pebble.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            pebble.management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            pebble.write_config(pki);
+            match pebble.spawn() {
+                (service, true) => {
+                    pebble.service = Some(service);
+                    return pebble;
+                }
+                (service, false) if service.dump().contains("address already in use") => continue,
+                (service, false) => panic!("pebble did not start\n{}", service.dump()),
+            }
+        }
+        panic!("pebble found no free ports in {PORT_TRIES} tries");
+    }
+
+    fn write_config(&self, pki: &Pki) {
+        let options = &self.options;
         let mut eab = String::new();
         if let Some((kid, key)) = &options.eab {
             eab = format!(
                 r#","externalAccountBindingRequired": true, "externalAccountMACKeys": {{"{kid}": "{key}"}}"#
             );
         }
-        let config = dir.join("pebble.json");
         std::fs::write(
-            &config,
+            &self.config,
             format!(
                 r#"{{"pebble": {{
   "listenAddress": "{listen}",
@@ -112,6 +142,8 @@ impl Pebble {
   "ocspResponderURL": "",
   "certificateValidityPeriod": {validity}{eab}
 }}}}"#,
+                listen = self.listen,
+                management = self.management,
                 cert = pki.server().cert.display(),
                 key = pki.server().key.display(),
                 http = options.http_port,
@@ -120,23 +152,19 @@ impl Pebble {
             ),
         )
         .expect("write pebble.json");
-        let mut pebble = Pebble {
-            service: None,
-            command,
-            config,
-            dir: dir.to_owned(),
-            listen,
-            management,
-            options,
-            https_ca: pki.ca_cert().to_owned(),
-            starts: 0,
-        };
-        pebble.run();
-        pebble
     }
 
-    /// (Re)starts the process with the same config and ports.
+    /// Restarts the process with the same config and ports (after [`Pebble::stop`]).
     pub fn run(&mut self) {
+        match self.spawn() {
+            (service, true) => self.service = Some(service),
+            (service, false) => panic!("pebble did not start again\n{}", service.dump()),
+        }
+    }
+
+    /// Starts the process and waits until it accepts connections (`true`)
+    /// or exits (`false`).
+    fn spawn(&mut self) -> (Service, bool) {
         self.starts += 1;
         let mut command = Command::new(&self.command);
         command
@@ -150,11 +178,8 @@ impl Pebble {
             .env("PEBBLE_AUTHZREUSE", "0")
             .current_dir(&self.dir);
         let mut service = Service::spawn(&format!("pebble-{}", self.starts), command, &self.dir);
-        match service.wait_listening(self.listen) {
-            Started::Listening => {}
-            Started::Exited(status) => panic!("pebble exited ({status})\n{}", service.dump()),
-        }
-        self.service = Some(service);
+        let listening = matches!(service.wait_listening(self.listen), Started::Listening);
+        (service, listening)
     }
 
     /// Stops the process (the ports go quiet until [`Pebble::run`]).
