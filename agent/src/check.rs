@@ -5,12 +5,24 @@ use std::fmt::Write;
 
 use dice_proto::cert::rfc3339;
 
-use crate::config::{Config, Mode};
+use crate::config::{AcmeConfig, Challenge, Config, Mode};
 use crate::tls::TlsError;
 
 /// Renders the summary of a config whose certificate material all loaded, or every error.
 pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
-    let profiles = crate::load_profiles(config)?;
+    let profiles = match crate::load_profiles(config) {
+        Ok(profiles) => profiles,
+        Err(errors) => {
+            // With [acme], tls.cert and tls.key may be missing: the agent obtains them first.
+            let (acme_missing, other): (Vec<_>, Vec<_>) = errors
+                .into_iter()
+                .partition(|error| is_acme_missing(config, error));
+            if !other.is_empty() || acme_missing.is_empty() {
+                return Err(other);
+            }
+            Default::default()
+        }
+    };
     let now = crate::unix_now();
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -77,9 +89,88 @@ pub fn check(config: &Config) -> Result<String, Vec<TlsError>> {
             admin.allow.patterns().join(", ")
         );
     }
+    if let Some(acme) = &config.acme {
+        let errors = crate::acme::check_files(acme);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        describe_acme(&mut out, acme);
+    }
     let _ = writeln!(
         out,
         "a running agent applies this config on SIGHUP or when the file is saved (keys that cannot change live are logged as needing a restart)"
     );
     Ok(out)
+}
+
+/// Whether `error` is `[acme]`'s certificate or key file not existing yet.
+fn is_acme_missing(config: &Config, error: &TlsError) -> bool {
+    config.acme.as_ref().is_some_and(|acme| {
+        (error.file == acme.cert || error.file == acme.key) && !error.file.path.exists()
+    })
+}
+
+/// What `[acme]` will do.
+fn describe_acme(out: &mut String, acme: &AcmeConfig) {
+    let _ = writeln!(out, "acme directory {}", acme.directory);
+    let identifiers: Vec<String> = acme.identifiers.iter().map(ToString::to_string).collect();
+    let _ = writeln!(out, "  identifiers {}", identifiers.join(", "));
+    let _ = match &acme.challenge {
+        Challenge::Http01 { address } => writeln!(
+            out,
+            "  challenge http-01, answered on http://{address}/.well-known/acme-challenge/"
+        ),
+        Challenge::TlsAlpn01 { listener, address } => writeln!(
+            out,
+            "  challenge tls-alpn-01, answered by listener {listener} ({address})"
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  ca {}",
+        acme.ca
+            .as_ref()
+            .map_or("the system roots".to_owned(), |ca| ca
+                .path
+                .display()
+                .to_string())
+    );
+    let account = if acme.account_key.path.exists() {
+        "exists"
+    } else {
+        "missing: an account is registered at the first start"
+    };
+    let _ = writeln!(
+        out,
+        "  account_key {} ({account})",
+        acme.account_key.path.display()
+    );
+    if let Some(eab) = &acme.eab {
+        let _ = writeln!(
+            out,
+            "  external account binding: kid {}, key in {}",
+            eab.kid,
+            eab.hmac_key_file.path.display()
+        );
+    }
+    let files = if acme.cert.path.exists() && acme.key.path.exists() {
+        "they exist: renewed when due".to_owned()
+    } else {
+        format!(
+            "missing now: obtained before the agent serves, or it exits 1 after {:?}",
+            crate::acme::FIRST_ISSUANCE_TIMEOUT
+        )
+    };
+    let _ = writeln!(
+        out,
+        "  writes a {} key and its certificate to {} and {} ({files})",
+        acme.key_type.name(),
+        acme.key.path.display(),
+        acme.cert.path.display()
+    );
+    let _ = writeln!(
+        out,
+        "  renews with {} of the lifetime left, up to a tenth of that earlier at random",
+        acme.renew_before
+    );
 }

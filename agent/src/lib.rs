@@ -19,10 +19,13 @@
 //! - `services`: `api.DiceService`, the agent info API and the statuses
 //!   health reports (drain, usable certificates); `admin`: the
 //!   admin API (certificate and trust rotation), off without `[admin]`.
+//! - `acme`: the ACME client that obtains and renews the certificate of
+//!   `[tls]` (http-01 responder, tls-alpn-01 handshakes), off without `[acme]`.
 //! - `log`: the tracing subscriber, its writer and timestamps, the RPC line.
 //! - `process`: stop signals, systemd readiness, the ready file, the
 //!   open-files limit; [`metrics`]: Prometheus metrics and `/metrics`.
 
+mod acme;
 mod admin;
 mod check;
 mod cli;
@@ -77,6 +80,11 @@ pub async fn run(
     rpc_sink: RpcSink,
 ) -> Result<(), RunError> {
     info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, config = %config.file.display(), "dice-agent starting");
+    // Before the certificate files are loaded: the first start may have none yet.
+    let acme = match &config.acme {
+        Some(settings) => Some(acme::Acme::start(&config, settings).await?),
+        None => None,
+    };
     let profiles = load_profiles(&config).map_err(|errors| {
         RunError::Config(
             errors
@@ -121,6 +129,18 @@ pub async fn run(
         rate_limits: Arc::new(rpc::RateLimiters::new(&config)),
     });
     let served: Vec<_> = profiles.values().cloned().collect();
+    let acme_stop = tokio_util::sync::CancellationToken::new();
+    let acme_task = match (acme, &config.acme) {
+        (Some(client), Some(settings)) => {
+            let managed = served
+                .iter()
+                .filter(|profile| acme::manages(settings, profile))
+                .cloned()
+                .collect();
+            Some(tokio::spawn(client.run(managed, acme_stop.clone())))
+        }
+        _ => None,
+    };
     let reloader = tls::Reloader::new(
         profiles.into_values().collect(),
         state.clone(),
@@ -137,6 +157,10 @@ pub async fn run(
     .await;
     expiry_stop.cancel();
     let _ = expiry_task.await;
+    acme_stop.cancel();
+    if let Some(task) = acme_task {
+        let _ = task.await;
+    }
     result?;
     Ok(())
 }

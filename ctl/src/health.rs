@@ -29,7 +29,7 @@ use crate::fanout::fan_out_plan;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{
-    AgentFacts, CertFacts, Failure, FailureKind, HealthReport, HealthRow, HealthStatus,
+    AcmeFacts, AgentFacts, CertFacts, Failure, FailureKind, HealthReport, HealthRow, HealthStatus,
     ReloadFacts, Warning, WarningKind, describe_duration,
 };
 use crate::select::Node;
@@ -210,6 +210,21 @@ pub fn row(
         });
     }
 
+    if let Some(acme) = agent.as_ref().and_then(|agent| agent.acme.as_ref())
+        && acme.failures > 0
+    {
+        warnings.push(Warning {
+            kind: WarningKind::AcmeFailing,
+            message: format!(
+                "{} failed ACME attempt(s) at {}: {} (next attempt at {}; the current certificate keeps serving: check the ACME server)",
+                acme.failures,
+                acme.directory,
+                acme.last_error.as_deref().unwrap_or("no reason given"),
+                acme.next_attempt
+            ),
+        });
+    }
+
     HealthRow {
         name: node.name,
         address: node.target.label().to_owned(),
@@ -255,7 +270,15 @@ fn agent_facts(info: AgentInfo) -> AgentFacts {
             ok: reload.ok,
             error: Some(reload.error).filter(|error| !error.is_empty()),
         });
+    let acme = info.acme.map(|acme| AcmeFacts {
+        directory: acme.directory,
+        next_attempt: acme.next_attempt,
+        last_success: Some(acme.last_success).filter(|time| !time.is_empty()),
+        last_error: Some(acme.last_error).filter(|error| !error.is_empty()),
+        failures: acme.failures,
+    });
     AgentFacts {
+        acme,
         node: info.node,
         version: info.version,
         last_reload,

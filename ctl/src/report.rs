@@ -211,6 +211,23 @@ pub struct AgentFacts {
     pub version: String,
     /// The last certificate reload; `None` if there has been none since start.
     pub last_reload: Option<ReloadFacts>,
+    /// Where its certificate comes from when it is an ACME client (`[acme]`).
+    pub acme: Option<AcmeFacts>,
+}
+
+/// An agent's ACME client: when it asks for a certificate next, and how it went last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeFacts {
+    /// The ACME directory URL.
+    pub directory: String,
+    /// When the next request is due, RFC 3339.
+    pub next_attempt: String,
+    /// When the last certificate was obtained, RFC 3339, if ever.
+    pub last_success: Option<String>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
 }
 
 /// The outcome of an agent's last certificate reload.
@@ -233,6 +250,8 @@ pub enum WarningKind {
     ReloadFailed,
     /// The agent's info API did not answer.
     AgentInfo,
+    /// The agent's ACME renewals are failing; it serves its current certificate meanwhile.
+    AcmeFailing,
 }
 
 impl WarningKind {
@@ -242,6 +261,7 @@ impl WarningKind {
             Self::CertificateExpiring => "certificate_expiring",
             Self::ReloadFailed => "reload_failed",
             Self::AgentInfo => "agent_info",
+            Self::AcmeFailing => "acme_failing",
         }
     }
 }

@@ -30,6 +30,7 @@
 //!   come from `dice_proto::testing`, as dicectl's unit tests use them too.
 //! - [`live`] rewrites a running agent's config and times how soon an open
 //!   connection is cut off after a reload.
+//! - [`acme`] runs a real ACME server (pebble) on ports of its own, for `[acme]`.
 //! - [`poll_until`] synchronizes on a condition; nothing in here sleeps to synchronize.
 //! - [`nginx`], [`python`], [`django`] and [`chromium`] run the real nginx (with
 //!   `config/nginx.conf`), the Python client, the Django example and headless
@@ -47,6 +48,7 @@
 //! `cargo build --workspace --bins`.
 
 pub mod abuse;
+pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod bins;

@@ -3,6 +3,7 @@
 //! Each module is one topic; test names carry it as a prefix
 //! (`cargo test -p dice-tests --test tests hostile::`).
 
+mod acme;
 mod authz;
 mod bench;
 mod certs;

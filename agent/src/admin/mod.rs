@@ -142,6 +142,22 @@ impl Admin {
         })
     }
 
+    /// Refuses to replace a certificate that `[acme]` obtains: two sources would fight.
+    fn refuse_if_acme(&self, call: &Call) -> Result<(), Status> {
+        let live = self.state.live.current();
+        match &live.acme {
+            Some(acme) if crate::acme::manages(acme, &call.profile) => {
+                Err(Status::failed_precondition(format!(
+                    "listener {}'s certificate comes from the ACME server {} ([acme] in {}): it renews itself; remove [acme] to manage it with the admin API",
+                    call.listener,
+                    acme.directory,
+                    live.file.display()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `operation` on the blocking pool, after any other admin operation.
     async fn run<T: Send + 'static>(
         &self,
@@ -168,6 +184,7 @@ impl Admin {
     ) -> Result<PrepareCertificateResponse, Status> {
         let body = request.get_ref();
         let call = self.authorize(request, &body.listener, audit)?;
+        self.refuse_if_acme(&call)?;
         let key_type = match body.key_type.as_str() {
             "" => None,
             name => Some(KeyType::from_name(name).ok_or_else(|| {
@@ -201,6 +218,7 @@ impl Admin {
     ) -> Result<InstallCertificateResponse, Status> {
         let body = request.get_ref();
         let call = self.authorize(request, &body.listener, audit)?;
+        self.refuse_if_acme(&call)?;
         let chain_pem = body.chain_pem.clone();
         self.run(audit, move |change| {
             install::install(
@@ -247,6 +265,9 @@ impl Admin {
                 body.target
             ))
         })?;
+        if target == RollbackTarget::Certificate {
+            self.refuse_if_acme(&call)?;
+        }
         self.run(audit, move |change| {
             rollback::rollback(&call.profile, target, crate::unix_now(), change)
         })

@@ -2,6 +2,7 @@
 //! validation pass turns it into a [`Config`] with no loose ends, collecting
 //! every error with its file, line and key.
 
+mod acme;
 mod live;
 mod raw;
 mod reload;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use acme::{AcmeConfig, Challenge, DEFAULT_RENEW_BEFORE, Eab, Fraction, Identifier};
 pub use dice_proto::file_error::{FileError as ConfigError, FileErrors as ConfigErrors};
 use dice_proto::file_error::{Reporter, line_of};
 pub use live::LiveConfig;
@@ -73,6 +75,8 @@ pub struct Config {
     pub recheck_connections: bool,
     /// `[admin]`: who may call the admin API; `None` (no table) turns it off.
     pub admin: Option<AdminConfig>,
+    /// `[acme]`: the certificate of `[tls]` comes from an ACME server; `None` without the table.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// `[admin]`: the admin API (`dice.agent.v1.AdminService`), served on mTLS listeners only.
@@ -371,7 +375,12 @@ impl Validator<'_, '_> {
             .admin
             .as_ref()
             .map(|admin| self.admin(admin, &listeners));
+        let acme = raw
+            .acme
+            .as_ref()
+            .map(|acme| self.acme(acme, &raw.tls, &listeners));
         Some(Config {
+            acme: acme.map_or(Some(None), |a| a.map(Some))?,
             admin: admin.map_or(Some(None), |a| a.map(Some))?,
             metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
             reload: ReloadConfig {

@@ -23,6 +23,25 @@ pub struct RawConfig {
     pub reload: RawReload,
     pub metrics: Option<RawMetrics>,
     pub admin: Option<Spanned<RawAdmin>>,
+    pub acme: Option<Spanned<RawAcme>>,
+}
+
+/// `[acme]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub identifiers: Option<Spanned<Vec<String>>>,
+    pub challenge: Option<Spanned<String>>,
+    pub http_address: Option<Spanned<String>>,
+    pub tls_alpn_listener: Option<Spanned<String>>,
+    pub account_key: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub key_type: Option<Spanned<String>>,
+    pub contact: Option<Spanned<Vec<String>>>,
+    pub eab_kid: Option<Spanned<String>>,
+    pub eab_hmac_key_file: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

@@ -177,6 +177,7 @@ pub fn merge(old: &Config, new: Config) -> (Config, Changes) {
     let fixed = [
         ("log.format", old.log.format != new.log.format),
         ("reload", old.reload != new.reload),
+        ("acme", old.acme != new.acme),
     ];
     for (key, changed) in fixed {
         if changed {

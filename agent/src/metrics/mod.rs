@@ -145,6 +145,11 @@ pub(crate) struct Metrics {
     /// `dice_connections_closed_total{listener,reason}`: open connections
     /// told to go away because their client no longer passes the checks.
     pub connections_closed: Family<ClosedLabels, Counter>,
+    /// `dice_acme_renewals_total{outcome}`: certificates obtained from the
+    /// ACME server (`ok`) and attempts that failed (`failed`).
+    pub acme_renewals: Family<OutcomeLabels, Counter>,
+    /// `dice_acme_next_renewal_timestamp_seconds`: when the next ACME attempt is due.
+    pub acme_next_renewal: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -240,6 +245,18 @@ impl Metrics {
             "Open connections closed because a reload no longer admits their client, by listener and reason",
             Family::default(),
         );
+        let acme_renewals = registered(
+            &mut registry,
+            "acme_renewals",
+            "Certificates obtained from the ACME server ([acme]), by outcome (ok, failed)",
+            Family::default(),
+        );
+        let acme_next_renewal = registered(
+            &mut registry,
+            "acme_next_renewal_timestamp_seconds",
+            "When the next ACME certificate request is due ([acme]), Unix seconds",
+            Gauge::default(),
+        );
         registry.register(
             "build",
             "The agent's version and git commit",
@@ -271,6 +288,8 @@ impl Metrics {
             rate_limit_tracked,
             config_reloads,
             connections_closed,
+            acme_renewals,
+            acme_next_renewal,
         }
     }
 

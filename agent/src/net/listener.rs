@@ -167,6 +167,7 @@ pub async fn accept_loop(
             continue;
         };
         let acceptor = TlsAcceptor::from(profile.server_config());
+        let acme = crate::acme::tls_alpn_challenges(&name);
         let span = info_span!(target: TARGET, "conn", listener = %name, %peer);
         let conns = conns.clone();
         let allow = config
@@ -179,7 +180,7 @@ pub async fn accept_loop(
             );
         tasks.spawn(
             async move {
-                let conn = handshake(acceptor, stream, info, limits, &allow, slot).await;
+                let conn = handshake(acceptor, acme, stream, info, limits, &allow, slot).await;
                 drop(permit);
                 if let Some(conn) = conn {
                     let _ = conns.send(conn).await;
@@ -193,6 +194,7 @@ pub async fn accept_loop(
 
 async fn handshake(
     acceptor: TlsAcceptor,
+    acme: Option<Arc<crate::acme::Challenges>>,
     stream: TcpStream,
     mut info: ConnInfo,
     limits: Limits,
@@ -200,13 +202,18 @@ async fn handshake(
     slot: OwnedSemaphorePermit,
 ) -> Option<Conn> {
     let listener = info.listener.clone();
-    let (conn, outcome) = match tokio::time::timeout(
-        limits.handshake_timeout,
-        acceptor.accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => {
+    // The tls-alpn-01 listener answers ACME validation handshakes too.
+    let accept = async {
+        match acme {
+            Some(challenges) => {
+                crate::acme::accept_tls(stream, acceptor.config().clone(), &challenges).await
+            }
+            None => acceptor.accept(stream).await.map(Some),
+        }
+    };
+    let (conn, outcome) = match tokio::time::timeout(limits.handshake_timeout, accept).await {
+        Ok(Ok(None)) => return None,
+        Ok(Ok(Some(tls))) => {
             info.client = ClientIdentity::from_tls(&tls);
             info.client_chain = tls.get_ref().1.peer_certificates().map(Arc::from);
             match &info.client {

@@ -104,6 +104,7 @@ impl AgentInfoService for Info {
             tls,
             admin_enabled: config.admin.is_some(),
             last_config_reload,
+            acme: crate::acme::status(),
         }))
     }
 }

@@ -168,6 +168,18 @@ struct AgentDoc<'a> {
     node: &'a str,
     version: &'a str,
     last_reload: Option<ReloadDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme: Option<AcmeDoc<'a>>,
+}
+
+/// An ACME client's state; only for agents with `[acme]`.
+#[derive(Debug, Serialize)]
+struct AcmeDoc<'a> {
+    directory: &'a str,
+    next_attempt: &'a str,
+    last_success: Option<&'a str>,
+    last_error: Option<&'a str>,
+    failures: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -286,6 +298,13 @@ fn health_node(row: &HealthRow) -> HealthNode<'_> {
                 time: &reload.time,
                 ok: reload.ok,
                 error: reload.error.as_deref(),
+            }),
+            acme: agent.acme.as_ref().map(|acme| AcmeDoc {
+                directory: &acme.directory,
+                next_attempt: &acme.next_attempt,
+                last_success: acme.last_success.as_deref(),
+                last_error: acme.last_error.as_deref(),
+                failures: acme.failures,
             }),
         }),
         error: row.failure.as_ref().map(ErrorDoc::new),
