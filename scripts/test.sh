@@ -16,6 +16,8 @@ need_cargo test.sh
 need_packages test.sh cc=gcc openssl=openssl nginx=nginx chromium=chromium \
     python3=python3 py:ensurepip,venv=python3-venv systemd-analyze=systemd git=git \
     chattr=e2fsprogs
+# dnsmasq serves the DNS SRV records of dicectl's discovery tests.
+need_packages test.sh dnsmasq=dnsmasq-base
 for component in rustfmt clippy; do
     cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
         rustup component add "$component" >/dev/null 2>&1 || {

@@ -9,6 +9,7 @@ mod certs;
 mod compat;
 mod config;
 mod ctl;
+mod discovery;
 mod django;
 mod fleet;
 mod h2c;
