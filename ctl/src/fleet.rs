@@ -28,7 +28,10 @@
 //! ```
 //!
 //! `sources` validates the `[[discovery]]` entries; nothing is looked up here.
+//! `chunked` parses a large file's `[[nodes]]` a batch at a time, so a
+//! 50,000-node file does not cost a whole-document TOML tree.
 
+mod chunked;
 mod raw;
 mod sources;
 
@@ -167,7 +170,7 @@ pub fn load(path: &Path) -> Result<Fleet, FleetErrors> {
 /// Parses and validates fleet text read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<Fleet, FleetErrors> {
     let mut report = Reporter::new(path, source);
-    let raw: RawFleet = match toml::from_str(source) {
+    let raw: RawFleet = match chunked::parse(source) {
         Ok(raw) => raw,
         Err(error) => {
             report.parse_error(&error);

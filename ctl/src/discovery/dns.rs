@@ -1,13 +1,14 @@
 //! `kind = "dns_srv"`: one node per SRV record, through hickory-resolver.
 //!
-//! The node's address is the SRV target's first address (A or AAAA) and the
+//! The node's address is the SRV target's first address (A or AAAA: from the
+//! reply's additional section if the server sent it, else looked up) and the
 //! SRV port; its name and TLS server name are the target's name. DNS is not
 //! trusted for identity: the node's certificate must still hold that name.
 //! Priority and weight become the labels `priority` and `weight`. A target
 //! of `.` means "no service here" (RFC 2782) and is skipped.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -43,6 +44,20 @@ pub async fn lookup(name: &str, server: Option<SocketAddr>, timeout: Duration) -
             ));
         }
     };
+    // Servers usually send the targets' addresses along (RFC 2782's
+    // additional section); only the others cost a query each.
+    let mut known: HashMap<String, IpAddr> = HashMap::new();
+    for record in records.additionals() {
+        let ip = match &record.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+            _ => continue,
+        };
+        let name = record.name.to_utf8();
+        known
+            .entry(name.trim_end_matches('.').to_owned())
+            .or_insert(ip);
+    }
     let mut result = SourceResult::default();
     for (index, record) in records.answers().iter().enumerate() {
         let RData::SRV(srv) = &record.data else {
@@ -53,9 +68,12 @@ pub async fn lookup(name: &str, server: Option<SocketAddr>, timeout: Duration) -
         if target.is_empty() {
             continue;
         }
-        let address = match resolver.lookup_ip(target).await {
-            Ok(addresses) => addresses.iter().next(),
-            Err(_) => None,
+        let address = match known.get(target) {
+            Some(ip) => Some(*ip),
+            None => match resolver.lookup_ip(target).await {
+                Ok(addresses) => addresses.iter().next(),
+                Err(_) => None,
+            },
         };
         let Some(address) = address else {
             result.errors.push(format!(
