@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::cli::RollArgs;
 use crate::client::{self, NodeError, NodeTarget};
-use crate::fanout::{Probed, fan_out_plan, fan_out_plan_each};
+use crate::fanout::{Probed, fan_out_plan_each};
 use crate::output::jsonl;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
@@ -60,12 +60,44 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
 type Rolled = (Vec<i32>, Option<NodeError>);
 
 /// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.
+///
+/// While the run goes on, each finished node leaves only its latency, its
+/// failure (if any) and its values, copied into one buffer sized before the
+/// run; names and addresses are copied into rows once every connection is
+/// gone. Small allocations that outlive a node, made between the kilobytes
+/// of TLS and HTTP/2 buffers each connection allocates and frees, would pin
+/// those pages: 3.6 KB of peak memory per node at 10,000 nodes.
 pub async fn roll_all(plan: &Plan, count: u32, progress: &mut Progress) -> RollReport {
-    let (probed, run) = fan_out_plan(plan, progress, move |node, tls, deadline| async move {
-        roll_node(&node.target, tls, deadline, count).await
-    })
-    .await;
-    let rows = probed.into_iter().map(|probed| row(probed).1).collect();
+    let width = count as usize;
+    let mut values = vec![0; plan.nodes.len() * width];
+    let mut done: Vec<(usize, Duration, Option<Failure>)> = plan
+        .nodes
+        .iter()
+        .map(|_| (0, Duration::ZERO, None))
+        .collect();
+    let run =
+        fan_out_plan_each(
+            plan,
+            progress,
+            move |node, tls, deadline| async move {
+                roll_node(&node.target, tls, deadline, count).await
+            },
+            |index, probed: Probed<Rolled>| {
+                let (rolled, error) = probed.result;
+                values[index * width..][..rolled.len()].copy_from_slice(&rolled);
+                done[index] = (rolled.len(), probed.latency, error.map(Failure::from));
+            },
+        )
+        .await;
+    let rows = (plan.nodes.iter().zip(done).enumerate())
+        .map(|(index, (node, (rolled, latency, failure)))| RollRow {
+            name: node.name.clone(),
+            address: node.target.label().to_owned(),
+            values: values[index * width..][..rolled].to_vec(),
+            latency,
+            failure,
+        })
+        .collect();
     RollReport { run, count, rows }
 }
 
