@@ -233,6 +233,49 @@ mod tests {
         }
     }
 
+    /// A node is taken from the list only when a slot is free: with width 4,
+    /// no more than 4 nodes are ever taken and not yet finished, however long
+    /// the list (a task per node up front held a whole probe's state each).
+    #[tokio::test(start_paused = true)]
+    async fn takes_nodes_only_as_slots_free_up() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let list = {
+            let taken = taken.clone();
+            nodes(100).into_iter().inspect(move |_| {
+                taken.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let mut most_waiting = 0;
+        let mut count = 0;
+        let (probe_taken, probe_finished) = (taken.clone(), finished.clone());
+        fan_out_each(
+            list,
+            4,
+            Duration::from_secs(1),
+            &mut Progress::disabled(),
+            move |_, _| {
+                let (taken, finished) = (probe_taken.clone(), probe_finished.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    taken.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst)
+                }
+            },
+            |_, probed| {
+                most_waiting = most_waiting.max(probed.result);
+                finished.fetch_add(1, Ordering::SeqCst);
+                count += 1;
+            },
+        )
+        .await;
+        assert_eq!(count, 100);
+        assert_eq!(taken.load(Ordering::SeqCst), 100);
+        assert!(
+            most_waiting <= 4,
+            "{most_waiting} nodes taken and not finished"
+        );
+    }
+
     /// Results keep the input order even when later nodes finish first.
     #[tokio::test(start_paused = true)]
     async fn results_keep_the_input_order() {
