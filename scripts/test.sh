@@ -22,6 +22,8 @@ need_packages test.sh dpkg-shlibdeps=dpkg-dev strip=binutils lintian=lintian
 need_cargo_deb test.sh
 # pebble: the ACME server the [acme] tests obtain certificates from.
 need_packages test.sh pebble=pebble
+# dnsmasq serves the DNS SRV records of dicectl's discovery tests.
+need_packages test.sh dnsmasq=dnsmasq-base
 for component in rustfmt clippy; do
     cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
         rustup component add "$component" >/dev/null 2>&1 || {

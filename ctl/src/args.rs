@@ -17,7 +17,8 @@ pub const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  every node OK
   1  it ran, but at least one node failed (health: or a certificate expires
-     within the warning threshold)
+     within the warning threshold); or a [[discovery]] source failed, and
+     without --allow-partial-discovery no node was contacted
   2  usage or config error, nothing ran";
 
 /// The largest `concurrency` accepted; each node in flight holds a socket.
@@ -32,8 +33,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub fleet: Option<PathBuf>,
 
-    /// Output format: a table (coloured on a terminal), or one JSON document
-    /// [default: table; one ad-hoc `roll --node HOST:PORT` prints just the value]
+    /// Output format: a table (coloured on a terminal), one JSON document, or
+    /// JSON lines streamed as nodes finish [default: table; one ad-hoc `roll --node HOST:PORT` prints just the value]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
 
@@ -49,6 +50,21 @@ pub enum OutputFormat {
     Table,
     /// One JSON document (schema in the README), nothing else on stdout
     Json,
+    /// JSON lines: roll, health and nodes write one object per node as soon
+    /// as it is done, then a summary object; other commands their document on one line
+    Jsonl,
+}
+
+/// `--allow-partial-discovery`, for the commands that resolve a fleet's
+/// `[[discovery]]` sources.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Nodes")]
+pub struct DiscoveryArgs {
+    /// Run on the nodes found even if a [[discovery]] source of the fleet file
+    /// failed; each failure is still named on stderr. Without it a failed
+    /// source stops the run before any node is contacted, with exit status 1
+    #[arg(long)]
+    pub allow_partial_discovery: bool,
 }
 
 /// Which nodes to talk to. At most one of `--all`, `--node` and `--label`.

@@ -198,6 +198,9 @@ pub fn run(global: &GlobalArgs, command: CertsCommand) -> anyhow::Result<Outcome
             let report = inspect::inspect(&options, now.unix_timestamp())?;
             let text = match global.output {
                 Some(OutputFormat::Json) => inspect_output::json(&report),
+                Some(OutputFormat::Jsonl) => {
+                    crate::output::jsonl::one_line(&inspect_output::json(&report))
+                }
                 _ => inspect_output::text(&report),
             };
             crate::output::stdout(&text)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::args::{ConnArgs, EXIT_STATUS, GlobalArgs, SelectArgs};
+use crate::args::{ConnArgs, DiscoveryArgs, EXIT_STATUS, GlobalArgs, SelectArgs};
 use crate::certs::args::CertsCommand;
 
 /// Where nodes and connection settings come from, shown in `roll` and `health` help.
@@ -21,8 +21,11 @@ FLEET FILE:
   Found via --fleet FILE, else $DICECTL_FLEET, else ./fleet.toml. It names
   the nodes ([[nodes]] name, address, server_name, labels) and how to reach
   them ([client] ca, cert, key, timeout, concurrency, expiry_warning);
-  flags override [client]. Without a fleet file, give --node HOST:PORT with
-  --ca, --cert and --key. See config/fleet.toml.";
+  flags override [client]. [[discovery]] entries add nodes found at run
+  time: kind = \"dns_srv\" (name, server), \"http_sd\" (url, ca, cert, key)
+  or \"file_sd\" (path); `dicectl nodes` shows the result. Without a fleet
+  file, give --node HOST:PORT with --ca, --cert and --key. See
+  config/fleet.toml.";
 
 /// Administers a dice fleet: rolls dice and checks health across agents over mTLS, makes and checks certificates.
 #[derive(Debug, Parser)]
@@ -58,6 +61,16 @@ pub enum Command {
     /// by default.
     #[command(after_help = roll_after_help())]
     Health(HealthArgs),
+    /// List the fleet's nodes, discovered ones included, without contacting any
+    ///
+    /// Per node: name, address, server name (the name its certificate must
+    /// hold), labels, and source: `static` for [[nodes]], else the
+    /// [[discovery]] sources that found it (`dns_srv:NAME`, `http_sd:URL`,
+    /// `file_sd:PATH`). What `--all` means for roll and health. Selects
+    /// every node by default; exit status 1 if a discovery source failed
+    /// (the nodes found are still listed).
+    #[command(after_help = roll_after_help())]
+    Nodes(NodesArgs),
     /// Make and manage certificates
     #[command(subcommand, after_help = crate::certs::args::EXIT_STATUS)]
     Certs(CertsCommand),
@@ -106,9 +119,25 @@ pub struct RollArgs {
     #[command(flatten)]
     pub select: SelectArgs,
 
+    /// Partial discovery.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+
     /// How to connect.
     #[command(flatten)]
     pub conn: ConnArgs,
+}
+
+/// Flags of `dicectl nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Which nodes [default: every node of the fleet file].
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Partial discovery.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// Flags of `dicectl health`.
@@ -122,6 +151,10 @@ pub struct HealthArgs {
     /// Which nodes [default: every node of the fleet file].
     #[command(flatten)]
     pub select: SelectArgs,
+
+    /// Partial discovery.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 
     /// How to connect.
     #[command(flatten)]

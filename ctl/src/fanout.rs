@@ -1,20 +1,24 @@
 //! Runs one probe per node, at most `concurrency` at a time, each under its
 //! own deadline.
 //!
-//! Every node gets a task in a [`JoinSet`]; a semaphore lets `concurrency` of
-//! them work at once. A node's deadline starts when it gets its permit, not
-//! when the run starts, so waiting in line never eats into its timeout. On a
-//! multi-threaded runtime the TLS handshakes of different nodes run on
-//! different cores. Results come back in the order of the input (sorted by
-//! name), whatever order the nodes finish in; a failed node is a result like
-//! any other, so one bad node never stops the others.
+//! A node gets a task in a [`JoinSet`] only when one of the `concurrency`
+//! slots is free, so memory is bounded by the nodes in flight, not by the
+//! fleet: a task holds a whole probe's state (connection, TLS, HTTP/2), a few
+//! kilobytes, and 50,000 of them waiting in line would cost hundreds of
+//! megabytes. A node's deadline starts when its task does, so waiting in
+//! line never eats into its timeout. On a multi-threaded runtime the TLS
+//! handshakes of different nodes run on different cores.
+//!
+//! [`fan_out_each`] hands each result over as soon as its node finishes
+//! (`--output jsonl`); [`fan_out`] collects them in the order of the input
+//! (sorted by name), whatever order the nodes finish in. A failed node is a
+//! result like any other, so one bad node never stops the others.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,13 +35,59 @@ pub struct Probed<T> {
     pub node: Node,
     /// What the probe returned.
     pub result: T,
-    /// Wall time from the node's start (its permit) to its result.
+    /// Wall time from the node's start to its result.
     pub latency: Duration,
 }
 
 /// Calls `probe(node, deadline)` for every node, `concurrency` at a time, and
-/// returns the results in the order of `nodes`. `probe` must honour the
-/// deadline itself, so a timeout can say which step was still waiting.
+/// hands each result to `done` with the node's index in `nodes` as soon as
+/// it finishes. `probe` must honour the deadline itself, so a timeout can say
+/// which step was still waiting.
+pub async fn fan_out_each<T, F, Fut>(
+    nodes: impl IntoIterator<Item = Node>,
+    concurrency: usize,
+    timeout: Duration,
+    progress: &mut Progress,
+    probe: F,
+    mut done: impl FnMut(usize, Probed<T>),
+) where
+    F: Fn(Node, Instant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut waiting = nodes.into_iter().enumerate();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < concurrency.max(1) {
+            let Some((index, node)) = waiting.next() else {
+                break;
+            };
+            let probe = probe.clone();
+            tasks.spawn(async move {
+                let start = Instant::now();
+                let result = probe(node.clone(), start + timeout).await;
+                (
+                    index,
+                    Probed {
+                        node,
+                        result,
+                        latency: start.elapsed(),
+                    },
+                )
+            });
+        }
+        match tasks.join_next().await {
+            None => break,
+            Some(Ok((index, probed))) => done(index, probed),
+            Some(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Some(Err(error)) => panic!("a node's task was cancelled before it finished: {error}"),
+        }
+        progress.advance();
+    }
+    progress.finish();
+}
+
+/// As [`fan_out_each`], returning the results in the order of `nodes`.
 pub async fn fan_out<T, F, Fut>(
     nodes: Vec<Node>,
     concurrency: usize,
@@ -50,49 +100,60 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (index, node) in nodes.iter().cloned().enumerate() {
-        let semaphore = semaphore.clone();
-        let probe = probe.clone();
-        tasks.spawn(async move {
-            let _permit = semaphore
-                .acquire_owned()
-                .await
-                .expect("the fan-out semaphore is never closed");
-            let start = Instant::now();
-            let result = probe(node, start + timeout).await;
-            (index, result, start.elapsed())
-        });
-    }
-
-    let mut done: Vec<Option<(T, Duration)>> = nodes.iter().map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((index, result, latency)) => done[index] = Some((result, latency)),
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => panic!("a node's task was cancelled before it finished: {error}"),
-        }
-        progress.advance();
-    }
-    progress.finish();
-    nodes
-        .into_iter()
-        .zip(done)
-        .map(|(node, done)| {
-            let (result, latency) = done.expect("every task reports once before join_next ends");
-            Probed {
-                node,
-                result,
-                latency,
-            }
-        })
+    let mut done: Vec<Option<Probed<T>>> = nodes.iter().map(|_| None).collect();
+    fan_out_each(
+        nodes,
+        concurrency,
+        timeout,
+        progress,
+        probe,
+        |index, probed| {
+            done[index] = Some(probed);
+        },
+    )
+    .await;
+    done.into_iter()
+        .map(|probed| probed.expect("every task reports once before join_next ends"))
         .collect()
 }
 
-/// Calls `probe(node, tls, deadline)` for every node of `plan`, with the
-/// TLS configuration they share, as [`fan_out`] does under the plan's
-/// concurrency and timeout. Returns the results and the facts of the run.
+/// Calls `probe(node, tls, deadline)` for every node of `plan`, with the TLS
+/// configuration they share, as [`fan_out_each`] does under the plan's
+/// concurrency and timeout, handing each result to `done` as it finishes.
+/// Returns the facts of the run.
+pub async fn fan_out_plan_each<T, F, Fut>(
+    plan: &Plan,
+    progress: &mut Progress,
+    probe: F,
+    done: impl FnMut(usize, Probed<T>),
+) -> RunInfo
+where
+    F: Fn(Node, Arc<ClientConfig>, Instant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let started_at = unix_now();
+    let start = Instant::now();
+    let tls = plan.tls.clone();
+    fan_out_each(
+        plan.nodes.iter().cloned(),
+        plan.concurrency,
+        plan.timeout,
+        progress,
+        move |node, deadline| probe(node, tls.clone(), deadline),
+        done,
+    )
+    .await;
+    RunInfo {
+        started_at,
+        elapsed: start.elapsed(),
+        timeout: plan.timeout,
+        concurrency: plan.concurrency,
+    }
+}
+
+/// As [`fan_out_plan_each`], returning the results in the order of the
+/// plan's nodes (sorted by name).
 pub async fn fan_out_plan<T, F, Fut>(
     plan: &Plan,
     progress: &mut Progress,
@@ -103,23 +164,15 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let started_at = unix_now();
-    let start = Instant::now();
-    let tls = plan.tls.clone();
-    let probed = fan_out(
-        plan.nodes.clone(),
-        plan.concurrency,
-        plan.timeout,
-        progress,
-        move |node, deadline| probe(node, tls.clone(), deadline),
-    )
+    let mut done: Vec<Option<Probed<T>>> = plan.nodes.iter().map(|_| None).collect();
+    let run = fan_out_plan_each(plan, progress, probe, |index, probed| {
+        done[index] = Some(probed);
+    })
     .await;
-    let run = RunInfo {
-        started_at,
-        elapsed: start.elapsed(),
-        timeout: plan.timeout,
-        concurrency: plan.concurrency,
-    };
+    let probed = done
+        .into_iter()
+        .map(|probed| probed.expect("every task reports once before join_next ends"))
+        .collect();
     (probed, run)
 }
 
@@ -136,6 +189,7 @@ mod tests {
                 name: format!("n{i}"),
                 target: NodeTarget::parse(&format!("127.0.0.1:{}", i + 1), None).expect("target"),
                 ad_hoc: false,
+                source: "static".into(),
             })
             .collect()
     }
@@ -177,6 +231,49 @@ mod tests {
             assert_eq!(probed.result.1, timeout, "{}", probed.node.name);
             assert_eq!(probed.latency, timeout);
         }
+    }
+
+    /// A node is taken from the list only when a slot is free: with width 4,
+    /// no more than 4 nodes are ever taken and not yet finished, however long
+    /// the list (a task per node up front held a whole probe's state each).
+    #[tokio::test(start_paused = true)]
+    async fn takes_nodes_only_as_slots_free_up() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let list = {
+            let taken = taken.clone();
+            nodes(100).into_iter().inspect(move |_| {
+                taken.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let mut most_waiting = 0;
+        let mut count = 0;
+        let (probe_taken, probe_finished) = (taken.clone(), finished.clone());
+        fan_out_each(
+            list,
+            4,
+            Duration::from_secs(1),
+            &mut Progress::disabled(),
+            move |_, _| {
+                let (taken, finished) = (probe_taken.clone(), probe_finished.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    taken.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst)
+                }
+            },
+            |_, probed| {
+                most_waiting = most_waiting.max(probed.result);
+                finished.fetch_add(1, Ordering::SeqCst);
+                count += 1;
+            },
+        )
+        .await;
+        assert_eq!(count, 100);
+        assert_eq!(taken.load(Ordering::SeqCst), 100);
+        assert!(
+            most_waiting <= 4,
+            "{most_waiting} nodes taken and not finished"
+        );
     }
 
     /// Results keep the input order even when later nodes finish first.

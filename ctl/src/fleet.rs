@@ -19,12 +19,25 @@
 //! address = "127.0.0.1:8443"
 //! server_name = "localhost" # optional: the name the certificate must hold
 //! labels = { region = "eu" }
+//!
+//! [[discovery]]                # more nodes, found at run time (crate::discovery)
+//! kind = "dns_srv"             # or "http_sd" (url, ca, cert, key) or "file_sd" (path)
+//! name = "_dice._tcp.fleet.example"
+//! server = "10.0.0.53:53"      # optional: default the system resolver
+//! timeout = "5s"               # optional: the deadline for the whole source
 //! ```
+//!
+//! `sources` validates the `[[discovery]]` entries; nothing is looked up here.
+//! `chunked` parses a large file's `[[nodes]]` a batch at a time, so a
+//! 50,000-node file does not cost a whole-document TOML tree.
 
+mod chunked;
 mod raw;
+mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::raw::{RawClient, RawFleet, RawNode};
@@ -33,6 +46,11 @@ use crate::client::{NodeTarget, TargetError};
 use crate::tls::{PemFile, Source};
 use dice_proto::file_error::Reporter;
 pub use dice_proto::file_error::{FileError as FleetError, FileErrors as FleetErrors};
+
+pub use self::sources::{DEFAULT_DISCOVERY_TIMEOUT, DiscoverySource, HttpSd, SourceSpec};
+
+/// The `source` of a node listed in `[[nodes]]`.
+pub const STATIC_SOURCE: &str = "static";
 
 /// The environment variable naming the fleet file when `--fleet` is not given.
 pub const FLEET_ENV: &str = "DICECTL_FLEET";
@@ -53,8 +71,11 @@ pub struct Fleet {
     pub file: PathBuf,
     /// `[client]`.
     pub client: ClientSettings,
-    /// `[[nodes]]`, in file order.
+    /// `[[nodes]]`, in file order; after [`crate::discovery::discover`],
+    /// the discovered nodes follow.
     pub nodes: Vec<FleetNode>,
+    /// `[[discovery]]`, in file order.
+    pub discovery: Vec<DiscoverySource>,
 }
 
 /// `[client]`: how dicectl connects. Flags override each key.
@@ -96,6 +117,9 @@ pub struct FleetNode {
     pub target: NodeTarget,
     /// `labels`: what `--label KEY=VALUE` matches.
     pub labels: BTreeMap<String, String>,
+    /// Where it came from: [`STATIC_SOURCE`], or the label of each
+    /// [`DiscoverySource`] that found it, comma-separated.
+    pub source: Arc<str>,
 }
 
 impl Fleet {
@@ -146,7 +170,7 @@ pub fn load(path: &Path) -> Result<Fleet, FleetErrors> {
 /// Parses and validates fleet text read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<Fleet, FleetErrors> {
     let mut report = Reporter::new(path, source);
-    let raw: RawFleet = match toml::from_str(source) {
+    let raw: RawFleet = match chunked::parse(source) {
         Ok(raw) => raw,
         Err(error) => {
             report.parse_error(&error);
@@ -156,11 +180,13 @@ pub fn parse(path: &Path, source: &str) -> Result<Fleet, FleetErrors> {
     let folder = path.parent().unwrap_or(Path::new(""));
     let client = validate_client(&mut report, path, folder, raw.client);
     let nodes = validate_nodes(&mut report, raw.nodes);
+    let discovery = sources::validate(&mut report, path, folder, raw.discovery);
     if report.errors.is_empty() {
         Ok(Fleet {
             file: path.to_owned(),
             client,
             nodes,
+            discovery,
         })
     } else {
         Err(FleetErrors(report.errors))
@@ -246,6 +272,7 @@ fn validate_client(
 
 fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -> Vec<FleetNode> {
     let mut nodes = Vec::with_capacity(raw.len());
+    let source: Arc<str> = STATIC_SOURCE.into();
     // Name -> byte offset of its first use; lines are counted only for errors,
     // so a large fleet file is not rescanned once per node.
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.len());
@@ -324,6 +351,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
                 name: entry.name.into_inner(),
                 target,
                 labels,
+                source: source.clone(),
             });
         }
     }
@@ -332,7 +360,7 @@ fn validate_nodes(report: &mut Reporter<'_>, raw: Vec<toml::Spanned<RawNode>>) -
 
 /// What is wrong with a node name, if anything: it must be non-empty and fit
 /// in one table cell.
-fn name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("empty name")
     } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -25,7 +25,8 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::cli::HealthArgs;
 use crate::client::{self, NodeError, NodeTarget, TlsInfo};
-use crate::fanout::fan_out_plan;
+use crate::fanout::{Probed, fan_out_plan, fan_out_plan_each};
+use crate::output::jsonl;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{
@@ -43,11 +44,17 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<Outcome> {
     let plan = plan::plan(Request {
         if_none: select::IfNone::All,
         expiry_warning: args.expiry_warning,
+        allow_partial_discovery: args.discovery.allow_partial_discovery,
         ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
     })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
-    let report = runtime(plan.nodes.len())?.block_on(check_all(&plan, &mut progress));
+    let runtime = runtime(plan.nodes.len())?;
+    if global.output == Some(OutputFormat::Jsonl) {
+        let all_ok = runtime.block_on(check_stream(&plan, &mut progress, global.verbose))?;
+        return Ok(Outcome::from_all_ok(all_ok));
+    }
+    let report = runtime.block_on(check_all(&plan, &mut progress));
     output::health(
         &report,
         global.output.unwrap_or(OutputFormat::Table),
@@ -80,6 +87,46 @@ pub async fn check_all(plan: &Plan, progress: &mut Progress) -> HealthReport {
         expiry_warning: plan.expiry_warning,
         rows,
     }
+}
+
+/// As [`check_all`], writing a JSON line per node as soon as it finishes and
+/// then the summary line, keeping no row. Whether every node was OK.
+pub async fn check_stream(
+    plan: &Plan,
+    progress: &mut Progress,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let mut lines = jsonl::Lines::default();
+    let mut tally = jsonl::Tally::default();
+    let mut failed_write = None;
+    let expiry_warning = plan.expiry_warning;
+    let run = fan_out_plan_each(
+        plan,
+        progress,
+        |node, tls, deadline| async move { probe(&node.target, tls, deadline).await },
+        |_, probed: Probed<Probe>| {
+            let node = probed.node.clone();
+            let row = row(
+                node,
+                probed.result,
+                probed.latency,
+                unix_now(),
+                expiry_warning,
+            );
+            if let Err(error) = jsonl::health_node(&mut lines, &mut tally, &probed.node, &row) {
+                failed_write.get_or_insert(error);
+            }
+            if verbose {
+                output::failures_to_stderr(std::iter::once(row.failed()), true);
+            }
+        },
+    )
+    .await;
+    if let Some(error) = failed_write {
+        return Err(error);
+    }
+    jsonl::health_summary(&mut lines, &run, expiry_warning, &tally)?;
+    Ok(tally.all_ok())
 }
 
 /// What one node said, before it is judged.
@@ -300,6 +347,7 @@ mod tests {
             name: "n".into(),
             target: NodeTarget::parse("127.0.0.1:1", None).expect("target"),
             ad_hoc: false,
+            source: "static".into(),
         }
     }
 

@@ -8,6 +8,9 @@
 //!   import without depending on the whole command line.
 //! - [`fleet`]: the fleet file (nodes, labels, `[client]` settings), validated
 //!   with file, line and key in every error.
+//! - [`discovery`]: the nodes of the fleet file's `[[discovery]]` sources
+//!   (DNS SRV, Prometheus `http_sd` and `file_sd`), merged with `[[nodes]]`;
+//!   [`nodes`] is `dicectl nodes`, which lists the result.
 //! - [`select`]: which nodes a command runs on (`--all`, `--node`, `--label`).
 //! - [`plan`]: the flags and the fleet file resolved into nodes, one shared
 //!   TLS configuration ([`tls`]), a deadline per node and a fan-out width.
@@ -17,7 +20,8 @@
 //!   [`client::NodeError`], which says at which step (`connect`, `tls`,
 //!   `timeout`, `rpc`) talking to a node failed.
 //! - [`roll`], [`health`]: the two fan-out commands.
-//! - [`report`]: what they found, as data; [`output`] writes it as a table or JSON.
+//! - [`report`]: what they found, as data; [`output`] writes it as a table,
+//!   JSON, or JSON lines streamed as nodes finish.
 //! - [`certs`]: `dicectl certs init|issue|intermediate|inspect|renew`, the PKI
 //!   toolkit (rcgen; RSA keys from the `rsa` crate), with its flags in
 //!   [`certs::args`].
@@ -25,17 +29,22 @@
 //!
 //! Exit status (see [`Outcome`]): 0 every node OK, 1 it ran but a node failed
 //! (for `health`, also: a certificate expires within the warning threshold),
-//! 2 usage or config error and nothing ran. [`run`] returns an error only for
-//! the last case; a failed node is an [`Outcome`], so a fan-out carries on.
+//! 2 usage or config error and nothing ran. [`run`] returns an error for the
+//! last case, and for a failed discovery source without
+//! `--allow-partial-discovery` ([`discovery::DiscoveryFailed`], status 1,
+//! nothing contacted: see [`exit_status`]); a failed node is an [`Outcome`],
+//! so a fan-out carries on.
 
 pub mod args;
 pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod discovery;
 pub mod fanout;
 pub mod fleet;
 pub mod health;
+pub mod nodes;
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -96,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Roll(args) => roll::run(&cli.global, &args),
         Command::Health(args) => health::run(&cli.global, &args),
+        Command::Nodes(args) => nodes::run(&cli.global, &args),
         Command::Bench(args) => bench::run(&cli.global, &args),
         Command::Certs(command) => certs::run(&cli.global, command),
         Command::Completions { shell } => {
@@ -122,6 +132,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             output::stdout(&String::from_utf8_lossy(&page))?;
             Ok(Outcome::Success)
         }
+    }
+}
+
+/// The exit status for an error [`run`] returned: 1 if a discovery source
+/// failed (the run was refused, but the fleet file and flags were fine),
+/// else 2.
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    if error.is::<discovery::DiscoveryFailed>() {
+        EXIT_NODE_FAILED
+    } else {
+        EXIT_USAGE
     }
 }
 

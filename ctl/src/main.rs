@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             for line in format!("{error:#}").lines() {
                 eprintln!("dicectl: {line}");
             }
-            ExitCode::from(dicectl::EXIT_USAGE)
+            ExitCode::from(dicectl::exit_status(&error))
         }
     }
 }

@@ -15,6 +15,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 
 use crate::args::{ConnArgs, SelectArgs};
+use crate::discovery::{self, DiscoveryFailed};
 use crate::fleet::{self, Fleet};
 use crate::select::{self, Node};
 use crate::tls::{self, ClientFiles, PemFile};
@@ -60,6 +61,9 @@ pub struct Request<'a> {
     pub expiry_warning: Option<Duration>,
     /// CA certificates to trust beside `--ca` (`certs rotate-ca`: the old and the new root).
     pub extra_roots: &'a [CertificateDer<'static>],
+    /// `--allow-partial-discovery`: run on the nodes found even if a
+    /// `[[discovery]]` source failed (each failure is still named on stderr).
+    pub allow_partial_discovery: bool,
 }
 
 impl<'a> Request<'a> {
@@ -73,6 +77,7 @@ impl<'a> Request<'a> {
             conn,
             expiry_warning: None,
             extra_roots: &[],
+            allow_partial_discovery: false,
         }
     }
 }
@@ -80,7 +85,7 @@ impl<'a> Request<'a> {
 /// Loads the fleet file, selects the nodes and builds the TLS configuration.
 pub fn plan(request: Request<'_>) -> anyhow::Result<Plan> {
     let fleet = match fleet::locate(request.fleet) {
-        Some(path) => Some(fleet::load(&path)?),
+        Some(path) => Some(load_and_discover(&path, request.allow_partial_discovery)?),
         None => None,
     };
     let conn = request.conn;
@@ -110,6 +115,26 @@ pub fn plan(request: Request<'_>) -> anyhow::Result<Plan> {
         fleet: fleet.map(|fleet| fleet.file),
         client_chain,
     })
+}
+
+/// Loads the fleet file at `path` and adds the nodes its `[[discovery]]`
+/// sources find. A failed source is a [`DiscoveryFailed`] error (exit status
+/// 1, nothing contacted), unless `allow_partial`: then each problem is a
+/// warning on stderr and the nodes found are used.
+pub fn load_and_discover(path: &Path, allow_partial: bool) -> anyhow::Result<Fleet> {
+    let mut fleet = fleet::load(path)?;
+    let discovery = discovery::discover(&mut fleet)?;
+    if discovery.failed() {
+        if !allow_partial {
+            return Err(DiscoveryFailed::new(&discovery).into());
+        }
+        crate::output::warnings(
+            &(discovery.problems().into_iter())
+                .map(|problem| format!("{problem} (going on: --allow-partial-discovery)"))
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(fleet)
 }
 
 /// Each TLS file from its flag, else from the fleet file's `[client]`.

@@ -15,10 +15,12 @@ use tokio::time::{Instant, timeout_at};
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::cli::RollArgs;
 use crate::client::{self, NodeError, NodeTarget};
-use crate::fanout::fan_out_plan;
+use crate::fanout::{Probed, fan_out_plan_each};
+use crate::output::jsonl;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
 use crate::report::{Failure, RollReport, RollRow};
+use crate::select::Node;
 use crate::{Outcome, output, runtime};
 
 /// Runs `dicectl roll`.
@@ -26,14 +28,23 @@ use crate::{Outcome, output, runtime};
 /// Bad flags, an unusable fleet file or unusable TLS files are errors (nothing
 /// ran); a node that fails is a row, and makes the outcome [`Outcome::NodeFailed`].
 pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
-    let plan = plan::plan(Request::new(
-        global.fleet.as_deref(),
-        &args.select,
-        &args.conn,
-    ))?;
+    let plan = plan::plan(Request {
+        allow_partial_discovery: args.discovery.allow_partial_discovery,
+        ..Request::new(global.fleet.as_deref(), &args.select, &args.conn)
+    })?;
     output::plan_details(&plan, global.verbose);
     let mut progress = Progress::stderr(plan.nodes.len());
-    let report = runtime(plan.nodes.len())?.block_on(roll_all(&plan, args.count, &mut progress));
+    let runtime = runtime(plan.nodes.len())?;
+    if global.output == Some(OutputFormat::Jsonl) {
+        let all_ok = runtime.block_on(roll_stream(
+            &plan,
+            args.count,
+            &mut progress,
+            global.verbose,
+        ))?;
+        return Ok(Outcome::from_all_ok(all_ok));
+    }
+    let report = runtime.block_on(roll_all(&plan, args.count, &mut progress));
     match global.output {
         None if plan.is_single_ad_hoc() => output::roll_terse(&report, global.verbose)?,
         format => output::roll(
@@ -45,26 +56,98 @@ pub fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::from_all_ok(report.ok() == report.rows.len()))
 }
 
+/// What rolling one node returned: the values, and the error that stopped it.
+type Rolled = (Vec<i32>, Option<NodeError>);
+
 /// Rolls `count` dice on every node of `plan`, `plan.concurrency` nodes at a time.
+///
+/// While the run goes on, each finished node leaves only its latency, its
+/// failure (if any) and its values, copied into one buffer sized before the
+/// run; names and addresses are copied into rows once every connection is
+/// gone. Small allocations that outlive a node, made between the kilobytes
+/// of TLS and HTTP/2 buffers each connection allocates and frees, would pin
+/// those pages: 3.6 KB of peak memory per node at 10,000 nodes.
 pub async fn roll_all(plan: &Plan, count: u32, progress: &mut Progress) -> RollReport {
-    let (probed, run) = fan_out_plan(plan, progress, move |node, tls, deadline| async move {
-        roll_node(&node.target, tls, deadline, count).await
-    })
-    .await;
-    let rows = probed
-        .into_iter()
-        .map(|probed| {
-            let (values, error) = probed.result;
-            RollRow {
-                name: probed.node.name,
-                address: probed.node.target.label().to_owned(),
-                values,
-                latency: probed.latency,
-                failure: error.map(Failure::from),
-            }
+    let width = count as usize;
+    let mut values = vec![0; plan.nodes.len() * width];
+    let mut done: Vec<(usize, Duration, Option<Failure>)> = plan
+        .nodes
+        .iter()
+        .map(|_| (0, Duration::ZERO, None))
+        .collect();
+    let run =
+        fan_out_plan_each(
+            plan,
+            progress,
+            move |node, tls, deadline| async move {
+                roll_node(&node.target, tls, deadline, count).await
+            },
+            |index, probed: Probed<Rolled>| {
+                let (rolled, error) = probed.result;
+                values[index * width..][..rolled.len()].copy_from_slice(&rolled);
+                done[index] = (rolled.len(), probed.latency, error.map(Failure::from));
+            },
+        )
+        .await;
+    let rows = (plan.nodes.iter().zip(done).enumerate())
+        .map(|(index, (node, (rolled, latency, failure)))| RollRow {
+            name: node.name.clone(),
+            address: node.target.label().to_owned(),
+            values: values[index * width..][..rolled].to_vec(),
+            latency,
+            failure,
         })
         .collect();
     RollReport { run, count, rows }
+}
+
+/// As [`roll_all`], writing a JSON line per node as soon as it finishes and
+/// then the summary line, keeping no row. Whether every node was OK.
+pub async fn roll_stream(
+    plan: &Plan,
+    count: u32,
+    progress: &mut Progress,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let mut lines = jsonl::Lines::default();
+    let mut tally = jsonl::Tally::default();
+    let mut failed_write = None;
+    let run =
+        fan_out_plan_each(
+            plan,
+            progress,
+            move |node, tls, deadline| async move {
+                roll_node(&node.target, tls, deadline, count).await
+            },
+            |_, probed: Probed<Rolled>| {
+                let (node, row) = row(probed);
+                if let Err(error) = jsonl::roll_node(&mut lines, &mut tally, &node, &row) {
+                    failed_write.get_or_insert(error);
+                }
+                if verbose {
+                    output::failures_to_stderr(std::iter::once(row.failed()), true);
+                }
+            },
+        )
+        .await;
+    if let Some(error) = failed_write {
+        return Err(error);
+    }
+    jsonl::roll_summary(&mut lines, &run, count, &tally)?;
+    Ok(tally.all_ok())
+}
+
+/// One node's row, and the node.
+fn row(probed: Probed<Rolled>) -> (Node, RollRow) {
+    let (values, error) = probed.result;
+    let row = RollRow {
+        name: probed.node.name.clone(),
+        address: probed.node.target.label().to_owned(),
+        values,
+        latency: probed.latency,
+        failure: error.map(Failure::from),
+    };
+    (probed.node, row)
 }
 
 /// Connects to `node` and rolls `count` times on that one connection, all

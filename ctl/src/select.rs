@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::args::{Label, SelectArgs};
 use crate::client::NodeTarget;
@@ -22,7 +23,12 @@ pub struct Node {
     pub target: NodeTarget,
     /// Whether it was given as `--node HOST:PORT` rather than found in the fleet file.
     pub ad_hoc: bool,
+    /// Where it came from: `static`, a discovery source, or `ad_hoc`.
+    pub source: Arc<str>,
 }
+
+/// The `source` of a node given as `--node HOST:PORT`.
+pub const AD_HOC_SOURCE: &str = "ad_hoc";
 
 /// What no `--all`, `--node` or `--label` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +94,13 @@ fn need_fleet<'a>(fleet: Option<&'a Fleet>, what: &str) -> Result<&'a Fleet, Sel
 fn all(fleet: &Fleet) -> Result<Vec<Node>, SelectError> {
     if fleet.nodes.is_empty() {
         return Err(SelectError(format!(
-            "{}: lists no nodes (add [[nodes]] entries with a name and an address)",
-            fleet.file.display()
+            "{}: lists no nodes{} (add [[nodes]] entries with a name and an address)",
+            fleet.file.display(),
+            if fleet.discovery.is_empty() {
+                ""
+            } else {
+                ", and its [[discovery]] sources found none"
+            }
         )));
     }
     Ok(fleet.nodes.iter().map(from_fleet).collect())
@@ -140,6 +151,7 @@ fn by_name_or_address(
                 name: value.clone(),
                 target,
                 ad_hoc: true,
+                source: AD_HOC_SOURCE.into(),
             }),
             // A value without a port was meant as a name.
             Err(_) if !value.contains(':') => {
@@ -182,6 +194,7 @@ fn from_fleet(node: &crate::fleet::FleetNode) -> Node {
         name: node.name.clone(),
         target: node.target.clone(),
         ad_hoc: false,
+        source: node.source.clone(),
     }
 }
 

@@ -200,7 +200,7 @@ pub fn client_config_with_roots(
 /// schedule and signatures: SHA-256 runs in hardware on most CPUs (SHA-NI,
 /// ARMv8), SHA-384 does not. Both suites are safe; agents follow the
 /// client's order, so this halves the hashing on both ends.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider
         .cipher_suites

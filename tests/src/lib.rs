@@ -11,6 +11,8 @@
 //! - [`client`] holds the in-process gRPC clients (mTLS and h2c) and a raw TLS handshake.
 //! - [`fleet`] builds fleet files and silent peers for `dicectl roll`/`health`;
 //!   [`golden`] compares normalized output with `tests/golden/`.
+//! - [`discovery`] runs the servers of `[[discovery]]` sources: the real
+//!   dnsmasq with SRV records, and a Prometheus HTTP SD endpoint.
 //! - [`ca`] signs CRLs and odd client certificates as a [`Pki`]'s CA (or an impostor);
 //!   [`abuse`] keeps a good client rolling and watches the agent's memory while a test
 //!   abuses it; [`h2raw`] builds HTTP/2 frames by hand; [`secrets`] looks for
@@ -57,6 +59,7 @@ pub mod certs_cli;
 pub mod chromium;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod django;
 pub mod fixtures;
 pub mod fleet;

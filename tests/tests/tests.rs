@@ -10,6 +10,7 @@ mod certs;
 mod compat;
 mod config;
 mod ctl;
+mod discovery;
 mod django;
 mod fleet;
 mod h2c;

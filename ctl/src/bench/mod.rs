@@ -167,6 +167,9 @@ pub fn run(global: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Outcome> {
     match global.output.unwrap_or(OutputFormat::Table) {
         OutputFormat::Table => crate::output::stdout(&output::table(&report))?,
         OutputFormat::Json => crate::output::stdout(&output::json(&report)?)?,
+        OutputFormat::Jsonl => {
+            crate::output::stdout(&crate::output::jsonl::one_line(&output::json(&report)?))?
+        }
     }
     if global.verbose {
         for (node, stats) in &report.nodes {

@@ -14,6 +14,8 @@ pub struct RawFleet {
     pub client: RawClient,
     #[serde(default)]
     pub nodes: Vec<Spanned<RawNode>>,
+    #[serde(default)]
+    pub discovery: Vec<Spanned<RawDiscovery>>,
 }
 
 /// `[client]`: how dicectl connects. Every key is optional here.
@@ -36,4 +38,20 @@ pub struct RawNode {
     pub address: Spanned<String>,
     pub server_name: Option<Spanned<String>>,
     pub labels: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// One `[[discovery]]` entry. Which keys apply depends on `kind`; validation
+/// says which are missing or do not belong.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub kind: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub server: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }

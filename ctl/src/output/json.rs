@@ -21,12 +21,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The keys every fan-out document opens with.
 #[derive(Debug, Serialize)]
 pub(super) struct RunDoc {
-    schema_version: u32,
-    command: &'static str,
-    started_at: String,
-    duration_ms: u64,
-    timeout_ms: u64,
-    concurrency: usize,
+    pub(super) schema_version: u32,
+    pub(super) command: &'static str,
+    pub(super) started_at: String,
+    pub(super) duration_ms: u64,
+    pub(super) timeout_ms: u64,
+    pub(super) concurrency: usize,
 }
 
 impl RunDoc {
@@ -44,14 +44,14 @@ impl RunDoc {
 
 /// The counts every summary opens with.
 #[derive(Debug, Serialize)]
-struct CountsDoc {
+pub(super) struct CountsDoc {
     nodes: usize,
     ok: usize,
     failed: usize,
 }
 
 impl CountsDoc {
-    fn new(nodes: usize, ok: usize) -> Self {
+    pub(super) fn new(nodes: usize, ok: usize) -> Self {
         Self {
             nodes,
             ok,
@@ -62,13 +62,13 @@ impl CountsDoc {
 
 /// The latencies every summary ends with.
 #[derive(Debug, Serialize)]
-struct LatencyDoc {
+pub(super) struct LatencyDoc {
     latency_p50_ms: Option<u64>,
     latency_max_ms: Option<u64>,
 }
 
 impl LatencyDoc {
-    fn new(latency: Option<(Duration, Duration)>) -> Self {
+    pub(super) fn new(latency: Option<(Duration, Duration)>) -> Self {
         Self {
             latency_p50_ms: latency.map(|(p50, _)| ms(p50)),
             latency_max_ms: latency.map(|(_, max)| ms(max)),
@@ -87,7 +87,7 @@ struct RollDocument<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct RollNode<'a> {
+pub(super) struct RollNode<'a> {
     name: &'a str,
     address: &'a str,
     ok: bool,
@@ -97,11 +97,11 @@ struct RollNode<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct RollSummary {
+pub(super) struct RollSummary {
     #[serde(flatten)]
-    counts: CountsDoc,
+    pub(super) counts: CountsDoc,
     #[serde(flatten)]
-    latency: LatencyDoc,
+    pub(super) latency: LatencyDoc,
 }
 
 /// `health --output json`.
@@ -115,7 +115,7 @@ struct HealthDocument<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct HealthNode<'a> {
+pub(super) struct HealthNode<'a> {
     name: &'a str,
     address: &'a str,
     ok: bool,
@@ -196,17 +196,17 @@ struct WarningDoc<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct HealthSummary {
+pub(super) struct HealthSummary {
     #[serde(flatten)]
-    counts: CountsDoc,
-    serving: usize,
-    not_serving: usize,
-    unreachable: usize,
-    tls_error: usize,
-    timeout: usize,
-    expiring: usize,
+    pub(super) counts: CountsDoc,
+    pub(super) serving: usize,
+    pub(super) not_serving: usize,
+    pub(super) unreachable: usize,
+    pub(super) tls_error: usize,
+    pub(super) timeout: usize,
+    pub(super) expiring: usize,
     #[serde(flatten)]
-    latency: LatencyDoc,
+    pub(super) latency: LatencyDoc,
 }
 
 #[derive(Debug, Serialize)]
@@ -249,7 +249,7 @@ pub fn roll(report: &RollReport) -> anyhow::Result<String> {
     })
 }
 
-fn roll_node(row: &RollRow) -> RollNode<'_> {
+pub(super) fn roll_node(row: &RollRow) -> RollNode<'_> {
     RollNode {
         name: &row.name,
         address: &row.address,
@@ -279,7 +279,7 @@ pub fn health(report: &HealthReport) -> anyhow::Result<String> {
     })
 }
 
-fn health_node(row: &HealthRow) -> HealthNode<'_> {
+pub(super) fn health_node(row: &HealthRow) -> HealthNode<'_> {
     HealthNode {
         name: &row.name,
         address: &row.address,

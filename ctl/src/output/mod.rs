@@ -2,10 +2,14 @@
 //! (`-v` details, the ad-hoc roll's failure line) on stderr.
 //!
 //! - [`table`]: aligned columns, colour only on a terminal.
-//! - [`json`]: the documented JSON schema.
+//! - [`json`]: the documented JSON schema; [`jsonl`]: the same as JSON lines,
+//!   streamed as nodes finish.
+//! - [`nodes`]: `dicectl nodes`, the resolved fleet.
 //! - [`rotate`]: `certs rotate` and `certs rotate-ca`; [`status`]: `certs status`.
 
 pub mod json;
+pub mod jsonl;
+pub mod nodes;
 pub mod rotate;
 pub mod status;
 pub mod table;
@@ -37,6 +41,11 @@ fn stderr_lines(lines: &[String]) {
         // Nothing useful is left to do if stderr itself is gone.
         let _ = writeln!(err, "dicectl: {line}");
     }
+}
+
+/// Writes warnings on stderr, one per line, each prefixed `dicectl: `.
+pub fn warnings(lines: &[String]) {
+    stderr_lines(lines);
 }
 
 /// Whether to colour stdout: only on a terminal, and never with `NO_COLOR`
@@ -87,7 +96,7 @@ fn failure_lines(name: &str, address: &str, failure: &Failure, verbose: bool) ->
 
 /// Writes each failed node's [`failure_lines`] on stderr; `rows` are
 /// (name, address, failure) as [`RollRow::failed`] gives them.
-fn failures_to_stderr<'a>(
+pub fn failures_to_stderr<'a>(
     rows: impl Iterator<Item = (&'a str, &'a str, Option<&'a Failure>)>,
     verbose: bool,
 ) {
@@ -117,6 +126,7 @@ pub fn roll(report: &RollReport, format: OutputFormat, verbose: bool) -> anyhow:
     stdout(&match format {
         OutputFormat::Table => table::roll(report, colour_stdout()),
         OutputFormat::Json => json::roll(report)?,
+        OutputFormat::Jsonl => jsonl::one_line(&json::roll(report)?),
     })?;
     if verbose {
         failures_to_stderr(report.rows.iter().map(RollRow::failed), true);
@@ -129,6 +139,7 @@ pub fn health(report: &HealthReport, format: OutputFormat, verbose: bool) -> any
     stdout(&match format {
         OutputFormat::Table => table::health(report, colour_stdout()),
         OutputFormat::Json => json::health(report)?,
+        OutputFormat::Jsonl => jsonl::one_line(&json::health(report)?),
     })?;
     if verbose {
         failures_to_stderr(report.rows.iter().map(HealthRow::failed), true);

@@ -28,6 +28,7 @@ pub fn rotate(report: &RotateReport, format: OutputFormat) -> anyhow::Result<()>
     stdout(&match format {
         OutputFormat::Table => table(report, colour_stdout()),
         OutputFormat::Json => document(report)?,
+        OutputFormat::Jsonl => super::jsonl::one_line(&document(report)?),
     })
 }
 
@@ -218,6 +219,7 @@ pub fn rotate_ca(report: &CaReport, format: OutputFormat) -> anyhow::Result<()> 
     stdout(&match format {
         OutputFormat::Table => ca_table(report, colour_stdout()),
         OutputFormat::Json => ca_document(report)?,
+        OutputFormat::Jsonl => super::jsonl::one_line(&ca_document(report)?),
     })
 }
 

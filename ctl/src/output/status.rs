@@ -21,6 +21,7 @@ pub fn status(report: &StatusReport, format: OutputFormat) -> anyhow::Result<()>
     stdout(&match format {
         OutputFormat::Table => table(report, colour_stdout()),
         OutputFormat::Json => document(report)?,
+        OutputFormat::Jsonl => super::jsonl::one_line(&document(report)?),
     })
 }
 
