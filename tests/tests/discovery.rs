@@ -317,7 +317,7 @@ fn each_failing_source_is_named_and_fails_the_run() {
         refused.assert_stderr_contains(expected);
     }
     refused.assert_stderr_contains(
-        "7 of 7 discovery sources failed: no node was contacted (fix the sources, or pass --allow-partial-discovery",
+        "7 of 7 discovery sources failed: no node was contacted (fix the sources; roll, health and nodes take --allow-partial-discovery",
     );
     assert!(refused.stdout.is_empty(), "{refused}");
     // Sources run at once: the silent DNS server costs one timeout, not more.

@@ -108,7 +108,7 @@ impl Discovery {
 /// usage error.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{}\n{failed} of {total} discovery sources failed: no node was contacted (fix the sources, or pass --allow-partial-discovery to run on the nodes found)",
+    "{}\n{failed} of {total} discovery sources failed: no node was contacted (fix the sources; roll, health and nodes take --allow-partial-discovery to run on the nodes found, certs and bench commands never do)",
     problems.join("\n")
 )]
 pub struct DiscoveryFailed {
