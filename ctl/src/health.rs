@@ -25,7 +25,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::cli::HealthArgs;
 use crate::client::{self, NodeError, NodeTarget, TlsInfo};
-use crate::fanout::{Probed, fan_out_plan, fan_out_plan_each};
+use crate::fanout::{Probed, fan_out_plan};
 use crate::output::jsonl;
 use crate::plan::{self, Plan, Request};
 use crate::progress::Progress;
@@ -96,37 +96,25 @@ pub async fn check_stream(
     progress: &mut Progress,
     verbose: bool,
 ) -> anyhow::Result<bool> {
-    let mut lines = jsonl::Lines::default();
-    let mut tally = jsonl::Tally::default();
-    let mut failed_write = None;
     let expiry_warning = plan.expiry_warning;
-    let run = fan_out_plan_each(
+    crate::stream::stream(
         plan,
         progress,
+        verbose,
         |node, tls, deadline| async move { probe(&node.target, tls, deadline).await },
-        |_, probed: Probed<Probe>| {
-            let node = probed.node.clone();
+        |probed: Probed<Probe>| {
             let row = row(
-                node,
+                probed.node.clone(),
                 probed.result,
                 probed.latency,
                 unix_now(),
                 expiry_warning,
             );
-            if let Err(error) = jsonl::health_node(&mut lines, &mut tally, &probed.node, &row) {
-                failed_write.get_or_insert(error);
-            }
-            if verbose {
-                output::failures_to_stderr(std::iter::once(row.failed()), true);
-            }
+            (probed.node, row)
         },
+        |lines, run, tally| jsonl::health_summary(lines, run, expiry_warning, tally),
     )
-    .await;
-    if let Some(error) = failed_write {
-        return Err(error);
-    }
-    jsonl::health_summary(&mut lines, &run, expiry_warning, &tally)?;
-    Ok(tally.all_ok())
+    .await
 }
 
 /// What one node said, before it is judged.

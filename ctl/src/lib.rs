@@ -51,6 +51,7 @@ pub mod progress;
 pub mod report;
 pub mod roll;
 pub mod select;
+pub mod stream;
 pub mod tls;
 
 #[cfg(test)]

@@ -109,32 +109,17 @@ pub async fn roll_stream(
     progress: &mut Progress,
     verbose: bool,
 ) -> anyhow::Result<bool> {
-    let mut lines = jsonl::Lines::default();
-    let mut tally = jsonl::Tally::default();
-    let mut failed_write = None;
-    let run =
-        fan_out_plan_each(
-            plan,
-            progress,
-            move |node, tls, deadline| async move {
-                roll_node(&node.target, tls, deadline, count).await
-            },
-            |_, probed: Probed<Rolled>| {
-                let (node, row) = row(probed);
-                if let Err(error) = jsonl::roll_node(&mut lines, &mut tally, &node, &row) {
-                    failed_write.get_or_insert(error);
-                }
-                if verbose {
-                    output::failures_to_stderr(std::iter::once(row.failed()), true);
-                }
-            },
-        )
-        .await;
-    if let Some(error) = failed_write {
-        return Err(error);
-    }
-    jsonl::roll_summary(&mut lines, &run, count, &tally)?;
-    Ok(tally.all_ok())
+    crate::stream::stream(
+        plan,
+        progress,
+        verbose,
+        move |node, tls, deadline| async move {
+            roll_node(&node.target, tls, deadline, count).await
+        },
+        row,
+        |lines, run, tally| jsonl::roll_summary(lines, run, count, tally),
+    )
+    .await
 }
 
 /// One node's row, and the node.

@@ -76,18 +76,9 @@ pub async fn serve_alone(
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let mut handshakes = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = socket.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        while handshakes.try_join_next().is_some() {}
+    super::accept::until_stopped(&socket, &stop, |stream, peer| {
         let acceptor = acceptor.clone();
-        handshakes.spawn(async move {
+        async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(mut tls)) => {
                     info!(target: TARGET, %peer, "answered a tls-alpn-01 validation handshake");
@@ -98,7 +89,7 @@ pub async fn serve_alone(
                 }
                 Err(_) => {}
             }
-        });
-    }
-    handshakes.abort_all();
+        }
+    })
+    .await;
 }

@@ -24,18 +24,9 @@ pub async fn serve(socket: &TcpListener, challenges: Arc<Challenges>, stop: Canc
     if let Ok(address) = socket.local_addr() {
         info!(target: TARGET, %address, "answering http-01 challenges");
     }
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = socket.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        while connections.try_join_next().is_some() {}
+    super::accept::until_stopped(socket, &stop, |stream, peer| {
         let challenges = challenges.clone();
-        connections.spawn(async move {
+        async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = answer(&challenges, &request);
                 debug!(target: TARGET, %peer, path = request.uri().path(), status = response.status().as_u16(), "http-01 request");
@@ -45,9 +36,9 @@ pub async fn serve(socket: &TcpListener, challenges: Arc<Challenges>, stop: Canc
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
-        });
-    }
-    connections.abort_all();
+        }
+    })
+    .await;
 }
 
 fn answer<B>(challenges: &Challenges, request: &Request<B>) -> Response<String> {

@@ -13,12 +13,14 @@
 //! `tls.expiry_warning` of its end. The state shows in the info API and the
 //! metrics.
 //!
-//! Modules: `client` (HTTPS to the ACME server), `account` (the account key
+//! Modules: `client` (HTTPS to the ACME server), `accept` (the accept loop
+//! of the validation servers), `account` (the account key
 //! file), `issue` (one order), `challenges` (what is pending; the tls-alpn-01
 //! certificate resolver), `http01` (the http-01 responder), `alpn` (the
 //! tls-alpn-01 handshakes on the named listener), `schedule` (when to renew),
 //! `status` (what the info API shows).
 
+mod accept;
 mod account;
 mod alpn;
 mod challenges;

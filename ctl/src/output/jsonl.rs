@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::json::{
     CountsDoc, HealthNode, HealthSummary, LatencyDoc, RollSummary, RunDoc, SCHEMA_VERSION, ms,
 };
-use crate::report::{HealthRow, HealthStatus, RollRow, RunInfo, latency_stats};
+use crate::report::{Failure, HealthRow, HealthStatus, RollRow, RunInfo, latency_stats};
 use crate::select::Node;
 
 /// Writes lines to stdout, flushing each. A closed pipe ends the output
@@ -137,6 +137,33 @@ impl Tally {
 
     fn latency(&self) -> LatencyDoc {
         LatencyDoc::new(latency_stats(self.latencies.clone()))
+    }
+}
+
+/// A node's result that `--output jsonl` writes as a line the moment the
+/// node finishes.
+pub trait StreamedRow {
+    /// Writes the line of `node`, and counts it in `tally`.
+    fn write_line(&self, lines: &mut Lines, tally: &mut Tally, node: &Node) -> anyhow::Result<()>;
+    /// The node's name and address, and why it failed, if it did.
+    fn failed(&self) -> (&str, &str, Option<&Failure>);
+}
+
+impl StreamedRow for RollRow {
+    fn write_line(&self, lines: &mut Lines, tally: &mut Tally, node: &Node) -> anyhow::Result<()> {
+        roll_node(lines, tally, node, self)
+    }
+    fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        RollRow::failed(self)
+    }
+}
+
+impl StreamedRow for HealthRow {
+    fn write_line(&self, lines: &mut Lines, tally: &mut Tally, node: &Node) -> anyhow::Result<()> {
+        health_node(lines, tally, node, self)
+    }
+    fn failed(&self) -> (&str, &str, Option<&Failure>) {
+        HealthRow::failed(self)
     }
 }
 
