@@ -239,7 +239,14 @@ async fn kubernetes_agent_answers_the_probe_and_follows_a_secret_renewal() {
         .expect("a temp dir");
     let local_config = agent_dir.path().join("node.toml");
     std::fs::write(&local_config, local).expect("write the local config");
-    let agent = Agent::spawn_file(agent_dir, local_config, &[]);
+    // What the DaemonSet sets from the downward API (spec.nodeName).
+    let node_name = std::ffi::OsStr::new("worker-3");
+    let agent = Agent::spawn_file_env(
+        agent_dir,
+        local_config,
+        &[],
+        &[("DICE_NODE_NAME", node_name)],
+    );
 
     // What kubelet's gRPC probe asks: the overall health, without a certificate.
     let probe = Client::h2c(agent.addr("health"))
@@ -254,6 +261,15 @@ async fn kubernetes_agent_answers_the_probe_and_follows_a_secret_renewal() {
         },
     )
     .await;
+
+    // The agent names itself after its Kubernetes node, not the shared config's node.name.
+    let info = Client::mtls(agent.addr("public"), &pki.client_tls())
+        .await
+        .expect("connect over mTLS")
+        .info()
+        .await
+        .expect("the info API");
+    assert_eq!(info.node, "worker-3", "the node name from DICE_NODE_NAME");
 
     // cert-manager renews: kubelet swaps ..data, the agent serves the new certificate.
     let renewed = pki.issue(&LeafSpec::server("renewed").sans(["localhost", "127.0.0.1"]));
@@ -294,6 +310,17 @@ fn kubernetes_probes_ports_mounts_and_certificate_match_the_config() {
     }
     assert_eq!(container_port("mtls"), port_of(public));
     assert_eq!(container_port("health"), port_of(health));
+
+    // Each pod names itself after its node: DICE_NODE_NAME from the downward API.
+    let node_name = seq_at(&container["env"], "container env")
+        .iter()
+        .find(|var| var["name"].as_str() == Some("DICE_NODE_NAME"))
+        .expect("DICE_NODE_NAME in the container's env");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName"),
+        "DICE_NODE_NAME from the pod's node"
+    );
 
     // Both probes are gRPC probes of the health listener: readiness for the
     // node's status, liveness for the process alone (a lapsed certificate

@@ -262,7 +262,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(path, &source)
 }
 
-/// Parses and validates config text read from `path`.
+/// The environment variable that, set and not empty, names the node in
+/// place of `node.name`: for one config shared by many agents (the
+/// Kubernetes DaemonSet sets it to the name of the node a pod runs on).
+pub const NODE_NAME_ENV: &str = "DICE_NODE_NAME";
+
+/// The node's name from [`NODE_NAME_ENV`], if set and not empty.
+fn node_name_from_env() -> Option<String> {
+    let name = std::env::var(NODE_NAME_ENV).ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Parses and validates config text read from `path`. The node's name is
+/// [`NODE_NAME_ENV`]'s when that is set.
 pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let mut report = Reporter::new(path, source);
     let raw: RawConfig = match toml::from_str(source) {
@@ -281,7 +294,12 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     }
     .validate(path, raw);
     match config {
-        Some(config) if report.errors.is_empty() => Ok(config),
+        Some(mut config) if report.errors.is_empty() => {
+            if let Some(name) = node_name_from_env() {
+                config.node_name = name;
+            }
+            Ok(config)
+        }
         _ => Err(ConfigErrors(report.errors)),
     }
 }
