@@ -162,8 +162,8 @@ impl Pebble {
         }
     }
 
-    /// Starts the process and waits until it accepts connections (`true`)
-    /// or exits (`false`).
+    /// Starts the process and waits until both its listeners accept
+    /// connections (`true`) or it exits (`false`).
     fn spawn(&mut self) -> (Service, bool) {
         self.starts += 1;
         let mut command = Command::new(&self.command);
@@ -178,7 +178,10 @@ impl Pebble {
             .env("PEBBLE_AUTHZREUSE", "0")
             .current_dir(&self.dir);
         let mut service = Service::spawn(&format!("pebble-{}", self.starts), command, &self.dir);
-        let listening = matches!(service.wait_listening(self.listen), Started::Listening);
+        // Both listeners: pebble opens its management one (roots) separately.
+        let listening = [self.listen, self.management]
+            .into_iter()
+            .all(|address| matches!(service.wait_listening(address), Started::Listening));
         (service, listening)
     }
 

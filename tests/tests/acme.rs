@@ -188,21 +188,35 @@ async fn acme_server_down_serving_goes_on_with_backoff_then_renews_once_back() {
         .roll()
         .await
         .expect("rolls while the ACME server is down");
-    let health = dice_tests::Ctl::run(dice_tests::certs_cli::os(&[
-        &"health",
-        &"--node",
-        &agent.addr("mtls").to_string(),
-        &"--ca",
-        &roots,
-        &"--cert",
-        &pki.client().cert,
-        &"--key",
-        &pki.client().key,
-        &"--output",
-        &"json",
-    ]));
+    let node = agent.addr("mtls").to_string();
+    let dicectl_health = |output: &str| {
+        dice_tests::Ctl::run(dice_tests::certs_cli::os(&[
+            &"health",
+            &"--node",
+            &node,
+            &"--ca",
+            &roots,
+            &"--cert",
+            &pki.client().cert,
+            &"--key",
+            &pki.client().key,
+            &"--output",
+            &output,
+        ]))
+    };
+    let health = dicectl_health("json");
     assert!(health.stdout.contains("\"acme\""), "{health}");
     assert!(health.stdout.contains("cannot connect"), "{health}");
+    // The table says when the next attempt is, and why the last one failed.
+    let table = dicectl_health("table");
+    assert!(
+        table.stdout.contains("\nacme:\n") && table.stdout.contains(": next attempt "),
+        "{table}"
+    );
+    assert!(
+        table.stdout.contains("failed ACME attempt(s)") && table.stdout.contains("cannot connect"),
+        "{table}"
+    );
     let logs = agent.logs();
     assert!(
         logs.contains("WARN dice_agent::acme: cannot renew the certificate from the ACME server; still serving the current one"),

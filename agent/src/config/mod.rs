@@ -551,34 +551,39 @@ impl Validator<'_, '_> {
         let key = |field: &str| format!("listeners[{index}].{field}");
         const WHY: &str =
             "a health listener serves only grpc.health.v1.Health, in plaintext, to any client";
-        if let Some(tls) = &raw.tls {
-            let at = tls
-                .cert
+        let tls_at = raw.tls.as_ref().map(|tls| {
+            (tls.cert
                 .as_ref()
                 .or(tls.key.as_ref())
-                .or(tls.client_ca.as_ref());
-            self.report.error(
-                at.map(|s| s.span().start).or(Some(raw.mode.span().start)),
-                key("tls"),
-                format!("does not apply to a health listener: {WHY}"),
-                Some("remove the tls table from this listener; the mtls listeners serve the certificates"),
-            );
-        }
-        if let Some(list) = &raw.allow {
-            self.report.error(
-                Some(list.span().start),
-                key("allow"),
-                format!("does not apply to a health listener: {WHY}"),
-                Some("remove allow from this listener, or restrict who reaches its port with a firewall"),
-            );
-        }
-        if let Some(flag) = &raw.trusted_proxy {
-            self.report.error(
-                Some(flag.span().start),
-                key("trusted_proxy"),
-                format!("does not apply to a health listener: {WHY}"),
-                Some("remove trusted_proxy from this listener"),
-            );
+                .or(tls.client_ca.as_ref()))
+            .map_or(raw.mode.span().start, |file| file.span().start)
+        });
+        let misplaced = [
+            (
+                "tls",
+                tls_at,
+                "remove the tls table from this listener; the mtls listeners serve the certificates",
+            ),
+            (
+                "allow",
+                raw.allow.as_ref().map(|list| list.span().start),
+                "remove allow from this listener, or restrict who reaches its port with a firewall",
+            ),
+            (
+                "trusted_proxy",
+                raw.trusted_proxy.as_ref().map(|flag| flag.span().start),
+                "remove trusted_proxy from this listener",
+            ),
+        ];
+        for (field, at, hint) in misplaced {
+            if let Some(at) = at {
+                self.report.error(
+                    Some(at),
+                    key(field),
+                    format!("does not apply to a health listener: {WHY}"),
+                    Some(hint),
+                );
+            }
         }
         if let Some(rate) = raw
             .limits

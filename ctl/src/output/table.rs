@@ -175,7 +175,8 @@ pub(super) fn counted(items: &[&str]) -> String {
     parts.join(", ")
 }
 
-/// The `health` table, its warnings, and a summary:
+/// The `health` table, the renewals of agents that are ACME clients, its
+/// warnings, and a summary:
 /// `ok 1/4; serving 2, timeout 1, unreachable 1; 1 certificate expires within 14 days; latency ...`.
 pub fn health(report: &HealthReport, colour: bool) -> String {
     let rows = report
@@ -238,6 +239,26 @@ pub fn health(report: &HealthReport, colour: bool) -> String {
         rows,
     };
     let mut out = table.render(colour);
+
+    let renewals: Vec<String> = (report.rows.iter())
+        .filter_map(|row| {
+            let acme = row.agent.as_ref()?.acme.as_ref()?;
+            Some(format!(
+                "  {}: next attempt {}, last certificate {} ({})",
+                row.name,
+                acme.next_attempt,
+                acme.last_success.as_deref().unwrap_or("never"),
+                acme.directory
+            ))
+        })
+        .collect();
+    if !renewals.is_empty() {
+        out.push_str("\nacme:\n");
+        for renewal in renewals {
+            out.push_str(&renewal);
+            out.push('\n');
+        }
+    }
 
     let warnings: Vec<String> = (report.rows.iter())
         .flat_map(|row| {
